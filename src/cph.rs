@@ -1,0 +1,280 @@
+//! The CPH HTTP client: one pooled `reqwest::Client`, `batch_stop` and
+//! `show_job`, and the mapping of upstream answers to outcomes the fan-out can
+//! reason about (what is definite, what may be retried).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::iam::IamToken;
+use crate::telemetry::Metrics;
+use crate::tenants::Project;
+
+/// One entry of CPH's `jobs` array, passed through as it came.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct UpstreamJob {
+    pub phone_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchStopAnswer {
+    #[serde(default)]
+    request_id: Option<String>,
+    jobs: Vec<UpstreamJob>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorAnswer {
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    error_msg: Option<String>,
+}
+
+/// What one upstream call came to.
+#[derive(Debug)]
+pub enum CallOutcome {
+    /// 200 with a readable body.
+    Jobs {
+        jobs: Vec<UpstreamJob>,
+        request_id: Option<String>,
+    },
+    /// A non-2xx answer, with the upstream's error if it sent one.
+    Rejected {
+        status: StatusCode,
+        error_code: Option<String>,
+        error_msg: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    /// The connection could not be made: the request was not sent.
+    NotSent(String),
+    /// Sent, but no answer within the timeout: the outcome is unknown.
+    Timeout,
+    /// Sent, then the connection broke or the answer was unreadable.
+    Broken(String),
+}
+
+impl CallOutcome {
+    /// A label for metrics and logs: the status, or the failure kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallOutcome::Jobs { .. } => "200",
+            CallOutcome::Rejected { status, .. } => status_label(*status),
+            CallOutcome::NotSent(_) => "connect_error",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::Broken(_) => "broken",
+        }
+    }
+}
+
+fn status_label(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        405..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Describes a transport error without the URL's query or any header.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_connect() {
+        "connection failed".to_owned()
+    } else if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_body() || e.is_decode() {
+        "unreadable answer".to_owned()
+    } else {
+        "connection error".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Parses `Retry-After` in seconds (the form CPH uses).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[derive(Serialize)]
+struct StopBody<'a> {
+    phone_ids: &'a [Box<str>],
+}
+
+/// The CPH client. Cheap to share; connections are pooled per host.
+pub struct CphClient {
+    http: reqwest::Client,
+    endpoint: String,
+    timeout: Duration,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl CphClient {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: String,
+        timeout: Duration,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        Self {
+            http,
+            endpoint,
+            timeout,
+            metrics,
+        }
+    }
+
+    fn base(&self, project: &Project) -> String {
+        format!(
+            "{}/v1/{}",
+            self.endpoint
+                .replace("{region}", project.region.as_str())
+                .trim_end_matches('/'),
+            project.id
+        )
+    }
+
+    /// `POST /v1/{project_id}/cloud-phone/phones/batch-stop` for one batch.
+    pub async fn batch_stop(
+        &self,
+        project: &Project,
+        token: &IamToken,
+        request_id: &str,
+        ids: &[Box<str>],
+    ) -> CallOutcome {
+        let body = match serde_json::to_vec(&StopBody { phone_ids: ids }) {
+            Ok(b) => b,
+            Err(e) => return CallOutcome::NotSent(e.to_string()),
+        };
+        let url = format!("{}/cloud-phone/phones/batch-stop", self.base(project));
+        let started = Instant::now();
+        let sent = self
+            .http
+            .post(url)
+            .timeout(self.timeout)
+            .header("x-auth-token", token.value.expose_secret())
+            .header("x-request-id", request_id)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let outcome = match sent {
+            Err(e) => transport_outcome(&e),
+            Ok(resp) => {
+                let status = resp.status();
+                let headers_retry_after = retry_after(resp.headers());
+                match resp.bytes().await {
+                    Err(e) => transport_outcome(&e),
+                    Ok(bytes) if status == StatusCode::OK => {
+                        match serde_json::from_slice::<BatchStopAnswer>(&bytes) {
+                            Ok(a) => CallOutcome::Jobs {
+                                jobs: a.jobs,
+                                request_id: a.request_id,
+                            },
+                            Err(e) => {
+                                CallOutcome::Broken(format!("unreadable batch-stop answer: {e}"))
+                            }
+                        }
+                    }
+                    Ok(bytes) => {
+                        let err: ErrorAnswer = serde_json::from_slice(&bytes).unwrap_or_default();
+                        CallOutcome::Rejected {
+                            status,
+                            error_code: err.error_code,
+                            error_msg: err.error_msg,
+                            retry_after: headers_retry_after,
+                        }
+                    }
+                }
+            }
+        };
+        let elapsed = started.elapsed();
+        self.metrics.upstream(outcome.label(), elapsed);
+        let upstream_request_id = match &outcome {
+            CallOutcome::Jobs { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        };
+        tracing::info!(
+            project = %project.id,
+            ids = ids.len(),
+            status = outcome.label(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_request_id,
+            "upstream batch-stop"
+        );
+        outcome
+    }
+
+    /// `GET /v1/{project_id}/cloud-phone/jobs/{job_id}`: status and body as
+    /// CPH answered, or a transport outcome.
+    pub async fn show_job(
+        &self,
+        project: &Project,
+        token: &IamToken,
+        request_id: &str,
+        job_id: &str,
+    ) -> Result<(StatusCode, Bytes), CallOutcome> {
+        let url = format!("{}/cloud-phone/jobs/{job_id}", self.base(project));
+        let started = Instant::now();
+        let result: Result<(StatusCode, Bytes), CallOutcome> = async {
+            let resp = self
+                .http
+                .get(url)
+                .timeout(self.timeout)
+                .header("x-auth-token", token.value.expose_secret())
+                .header("x-request-id", request_id)
+                .send()
+                .await
+                .map_err(|e| transport_outcome(&e))?;
+            let status = resp.status();
+            let body = resp.bytes().await.map_err(|e| transport_outcome(&e))?;
+            Ok((status, body))
+        }
+        .await;
+        let label = match &result {
+            Ok((s, _)) if s.is_success() => "200",
+            Ok((s, _)) => status_label(*s),
+            Err(o) => o.label(),
+        };
+        self.metrics.upstream(label, started.elapsed());
+        result
+    }
+}
+
+fn transport_outcome(e: &reqwest::Error) -> CallOutcome {
+    if e.is_connect() {
+        CallOutcome::NotSent(describe(e))
+    } else if e.is_timeout() {
+        CallOutcome::Timeout
+    } else {
+        CallOutcome::Broken(describe(e))
+    }
+}

@@ -1,0 +1,205 @@
+//! Domain newtypes. Each is made only by parsing, so a value of the type is a
+//! validated fact and nothing downstream re-checks it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `true` for the characters allowed in phone ids, job ids and tenant names.
+fn is_id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// Checks the contract's id rule: 1-64 characters of `[A-Za-z0-9_-]`.
+pub fn is_valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(is_id_char)
+}
+
+/// A Huawei Cloud project id: 32 hexadecimal characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ProjectId(Arc<str>);
+
+impl ProjectId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.into()))
+        } else {
+            Err(format!(
+                "{s:?} is not a project id (32 hexadecimal characters)"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Huawei Cloud region such as `cn-east-3` or `ap-southeast-1`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Region(Arc<str>);
+
+impl Region {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let well_formed = s.len() <= 32
+            && parts.len() >= 3
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+            && !parts[parts.len() - 1].is_empty();
+        if well_formed {
+            Ok(Self(s.into()))
+        } else {
+            Err(format!(
+                "{s:?} is not a region (expected the form of cn-east-3 or ap-southeast-1)"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A tenant name as it appears in the caller's JWT and in the tenants file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if is_valid_id(s) {
+            Ok(Self(s.into()))
+        } else {
+            Err(format!(
+                "{:?} is not a tenant name (1-64 characters of A-Z a-z 0-9 _ -)",
+                truncate(s, 80)
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProjectId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The request id: the caller's `X-Request-Id` when it is 1-128 visible ASCII
+/// characters, else one the gateway makes (32 hex characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    pub fn from_header(value: Option<&[u8]>) -> Self {
+        match value {
+            Some(v)
+                if (1..=128).contains(&v.len()) && v.iter().all(|b| (0x21..=0x7e).contains(b)) =>
+            {
+                // Visible ASCII is valid UTF-8.
+                Self(String::from_utf8_lossy(v).into())
+            }
+            _ => Self::generate(),
+        }
+    }
+    pub fn generate() -> Self {
+        Self(hex::encode(rand::random::<[u8; 16]>()).into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Shortens untrusted text before it is echoed in an error message.
+pub fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(is_valid_id("a"));
+        assert!(is_valid_id(&"x".repeat(64)));
+        assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a b"));
+        assert!(!is_valid_id("é"));
+    }
+
+    #[test]
+    fn regions() {
+        for ok in ["cn-east-3", "ap-southeast-1", "cn-north-4", "la-south-2"] {
+            assert!(Region::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "cn",
+            "cn-east",
+            "CN-east-3",
+            "cn--3",
+            "cn-east-x",
+            "cn-east-3 ",
+        ] {
+            assert!(Region::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(RequestId::from_header(Some(b"abc-123")).as_str(), "abc-123");
+        assert_eq!(
+            RequestId::from_header(Some(b"has space")).as_str().len(),
+            32
+        );
+        assert_eq!(
+            RequestId::from_header(Some(&[b'a'; 129])).as_str().len(),
+            32
+        );
+        assert_eq!(RequestId::from_header(None).as_str().len(), 32);
+    }
+
+    #[test]
+    fn project_ids() {
+        assert!(ProjectId::parse("0a1b2c3d4e5f60718293a4b5c6d7e8f9").is_ok());
+        assert!(ProjectId::parse("0a1b2c3d").is_err());
+        assert!(ProjectId::parse("0a1b2c3d4e5f60718293a4b5c6d7e8fz").is_err());
+    }
+}

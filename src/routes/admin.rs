@@ -1,0 +1,187 @@
+//! The admin API (admin port): tenant mappings, read, written and reloaded
+//! without a restart. Every call needs a JWT with `auth.admin_role`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::domain::TenantId;
+use crate::error::{ApiError, Code};
+use crate::routes::extract::Authenticated;
+use crate::routes::stop::read_body;
+use crate::tenants::{TenantSpec, TenantsError, UpdateError};
+
+/// A caller with the admin role.
+pub struct Admin(pub Arc<Caller>);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let Authenticated(caller) = Authenticated::from_request_parts(parts, app).await?;
+        if caller.has_role(&app.config.auth.admin_role) {
+            Ok(Self(caller))
+        } else {
+            Err(ApiError::new(
+                Code::NotAdmin,
+                format!("the {} role is required", app.config.auth.admin_role),
+            ))
+        }
+    }
+}
+
+fn unknown(tenant: &str) -> ApiError {
+    ApiError::new(
+        Code::UnknownTenant,
+        format!("unknown tenant {:?}", crate::domain::truncate(tenant, 64)),
+    )
+}
+
+fn project_ids(spec: Option<&TenantSpec>) -> Vec<&str> {
+    spec.map(|s| s.projects.iter().map(|p| p.project_id.as_str()).collect())
+        .unwrap_or_default()
+}
+
+pub async fn list(State(app): State<Arc<AppState>>, _: Admin) -> Response {
+    Json(app.tenants.load().spec()).into_response()
+}
+
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    _: Admin,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let registry = app.tenants.load();
+    let spec = registry
+        .spec()
+        .tenants
+        .get(&tenant)
+        .ok_or_else(|| unknown(&tenant))?;
+    Ok(Json(spec).into_response())
+}
+
+pub async fn put(
+    State(app): State<Arc<AppState>>,
+    Admin(admin): Admin,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    TenantId::parse(&tenant)
+        .map_err(|e| ApiError::new(Code::InvalidBody, format!("tenant: {e}")))?;
+    let body = read_body(&headers, body, app.config.limits.max_body_bytes).await?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let spec: TenantSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::new(Code::InvalidBody, format!("{field}: {}", e.inner()))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::new(Code::InvalidBody, format!("body: {e}")))?;
+    let after = spec.clone();
+    let (before, created) = app
+        .tenants
+        .update(|file| {
+            // Validate this tenant alone first, so the message names the
+            // field relative to the body.
+            crate::tenants::build_tenant(&tenant, &spec, app.tenants.iam())
+                .map_err(UpdateError::Invalid)?;
+            let before = file.tenants.insert(tenant.clone(), spec);
+            let created = before.is_none();
+            Ok((before, created))
+        })
+        .await
+        .map_err(update_error)?;
+    tracing::info!(
+        audit = true,
+        action = if created { "create" } else { "update" },
+        who = %admin.subject,
+        tenant = %tenant,
+        before = ?project_ids(before.as_ref()),
+        after = ?project_ids(Some(&after)),
+        at = %now_rfc3339(),
+        "tenant mapping changed"
+    );
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(after)).into_response())
+}
+
+pub async fn delete(
+    State(app): State<Arc<AppState>>,
+    Admin(admin): Admin,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let before = app
+        .tenants
+        .update(|file| {
+            file.tenants
+                .remove(&tenant)
+                .ok_or_else(|| UpdateError::UnknownTenant(tenant.clone()))
+        })
+        .await
+        .map_err(update_error)?;
+    tracing::info!(
+        audit = true,
+        action = "delete",
+        who = %admin.subject,
+        tenant = %tenant,
+        before = ?project_ids(Some(&before)),
+        after = ?Vec::<&str>::new(),
+        at = %now_rfc3339(),
+        "tenant mapping changed"
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn reload(
+    State(app): State<Arc<AppState>>,
+    Admin(admin): Admin,
+) -> Result<Response, ApiError> {
+    match app.tenants.reload().await {
+        Ok(changed) => {
+            tracing::info!(audit = true, action = "reload", who = %admin.subject, changed, at = %now_rfc3339(), "tenants file reloaded");
+            let tenants = app.tenants.load().len();
+            Ok(
+                Json(json!({"reloaded": true, "changed": changed, "tenants": tenants}))
+                    .into_response(),
+            )
+        }
+        Err(e) => Err(ApiError::new(
+            Code::InvalidBody,
+            format!("tenants file rejected, the last good mapping stays: {e}"),
+        )),
+    }
+}
+
+fn update_error(e: UpdateError) -> ApiError {
+    match e {
+        UpdateError::Invalid(msg) => ApiError::new(Code::InvalidBody, msg),
+        UpdateError::UnknownTenant(t) => unknown(&t),
+        UpdateError::Persist(TenantsError::Write { path, source }) => {
+            tracing::error!(path, error = %source, "cannot persist the tenants file; nothing changed");
+            ApiError::new(
+                Code::Internal,
+                "the tenants file could not be written; nothing changed",
+            )
+        }
+        UpdateError::Persist(e) => ApiError::new(Code::Internal, e.to_string()),
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,90 @@
+//! `GET /v1/cloud-phone/jobs/{job_id}` and
+//! `GET /v1/{project_id}/cloud-phone/jobs/{job_id}`: CPH's job query for the
+//! caller's project, answered as CPH answered it.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::cph::CallOutcome;
+use crate::domain::{RequestId, is_valid_id};
+use crate::error::{ApiError, Code};
+use crate::routes::extract::{Authenticated, TenantContext};
+
+pub async fn job_default(
+    State(app): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    Authenticated(caller): Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    show(&app, &request_id, caller, None, &job_id).await
+}
+
+pub async fn job_in_project(
+    State(app): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    Authenticated(caller): Authenticated,
+    Path((project_id, job_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    show(&app, &request_id, caller, Some(&project_id), &job_id).await
+}
+
+async fn show(
+    app: &AppState,
+    request_id: &RequestId,
+    caller: Arc<crate::auth::Caller>,
+    path_project: Option<&str>,
+    job_id: &str,
+) -> Result<Response, ApiError> {
+    let ctx = TenantContext::resolve(app, caller)?;
+    let project = ctx.project(path_project)?;
+    if !is_valid_id(job_id) {
+        return Err(ApiError::new(
+            Code::InvalidId,
+            "job_id must be 1-64 characters of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let iam = app.fanout.iam();
+    let mut renewed = false;
+    loop {
+        let token = iam
+            .token(&project)
+            .await
+            .map_err(|e| ApiError::new(Code::IamUnavailable, e.to_string()))?;
+        match app
+            .fanout
+            .cph()
+            .show_job(&project, &token, request_id.as_str(), job_id)
+            .await
+        {
+            Ok((status, _)) if status == reqwest::StatusCode::UNAUTHORIZED && !renewed => {
+                iam.invalidate(&project.id, &token).await;
+                renewed = true;
+            }
+            Ok((status, body)) => {
+                let mut resp = (status, body).into_response();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Ok(resp);
+            }
+            Err(CallOutcome::Timeout) => {
+                return Err(ApiError::new(
+                    Code::UpstreamTimeout,
+                    "CPH did not answer the job query in time",
+                ));
+            }
+            Err(other) => {
+                return Err(ApiError::new(
+                    Code::UpstreamFailed,
+                    format!("CPH job query failed: {}", other.label()),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Thin axum handlers: each extracts, calls one domain function, answers.
+
+pub mod admin;
+pub mod extract;
+pub mod health;
+pub mod jobs;
+pub mod stop;

@@ -1,0 +1,129 @@
+//! `POST /v1/cloud-phone/phones/batch-stop` and
+//! `POST /v1/{project_id}/cloud-phone/phones/batch-stop`.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::domain::RequestId;
+use crate::error::{ApiError, Code};
+use crate::plan::{JobEntry, Plan, merge};
+use crate::routes::extract::{Authenticated, TenantContext};
+
+#[derive(Serialize)]
+struct StopResponse<'a> {
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_msg: Option<String>,
+    jobs: Vec<JobEntry<'a>>,
+}
+
+pub async fn stop_default(
+    State(app): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    stop(&app, &request_id, caller, None, &headers, body).await
+}
+
+pub async fn stop_in_project(
+    State(app): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    Authenticated(caller): Authenticated,
+    Path(project_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    stop(&app, &request_id, caller, Some(&project_id), &headers, body).await
+}
+
+async fn stop(
+    app: &AppState,
+    request_id: &RequestId,
+    caller: Arc<crate::auth::Caller>,
+    path_project: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ctx = TenantContext::resolve(app, caller)?;
+    let project = ctx.project(path_project)?;
+    app.check_rate(&ctx.tenant.name)?;
+    let body = read_body(headers, body, app.config.limits.max_body_bytes).await?;
+    let plan = Plan::parse(
+        &body,
+        app.config.limits.max_phone_ids,
+        app.config.upstream.max_batch_size,
+    )?;
+    drop(body);
+    let span = tracing::Span::current();
+    span.record("ids", plan.ids().len());
+    span.record("batches", plan.batch_count());
+
+    let deadline = tokio::time::Instant::now() + app.config.limits.request_timeout;
+    let outcomes = app
+        .fanout
+        .run(&project, &plan, request_id.as_str(), deadline)
+        .await;
+    let merged = merge(&plan, &outcomes);
+    for entry in &merged.jobs {
+        app.metrics.phones(entry.outcome(), 1);
+    }
+    let (status, error_code, error_msg) = match merged.failure {
+        None => (StatusCode::OK, None, None),
+        Some(code) => (
+            code.status(),
+            Some(code),
+            Some(format!(
+                "no batch got a definite answer from CPH for {} phones; each phone's entry says why",
+                plan.ids().len()
+            )),
+        ),
+    };
+    let resp = StopResponse {
+        request_id: request_id.as_str(),
+        error_code,
+        error_msg,
+        jobs: merged.jobs,
+    };
+    Ok((status, Json(resp)).into_response())
+}
+
+/// Reads the body up to `limit` bytes; a longer one is `CPHGW.0003`.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::new(Code::TooLarge, format!("body over {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source = std::error::Error::source(&e);
+        let mut over = false;
+        while let Some(s) = source {
+            over |= s.is::<http_body_util::LengthLimitError>();
+            source = s.source();
+        }
+        if over {
+            too_large()
+        } else {
+            ApiError::new(Code::InvalidBody, format!("could not read the body: {e}"))
+        }
+    })
+}
