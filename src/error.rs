@@ -128,9 +128,10 @@ impl IntoResponse for ApiError {
 }
 
 /// The JSON shape of a gateway error.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorJson<'a> {
     pub request_id: &'a str,
+    #[schema(value_type = String, example = "CPHGW.0001")]
     pub error_code: Code,
     pub error_msg: &'a str,
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fanout;
 pub mod iam;
 pub mod middleware;
+pub mod openapi;
 pub mod plan;
 pub mod routes;
 pub mod sim;

@@ -218,8 +218,32 @@ impl BatchOutcome {
     }
 }
 
-/// One entry of the response, borrowed from the plan and the outcomes.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+/// The body of a batch-stop request, exactly as CPH takes it. (For the API
+/// document; the parser is [`parse_phone_ids`].)
+#[derive(utoipa::ToSchema)]
+pub struct StopRequest {
+    /// 1 to `limits.max_phone_ids` ids, each 1-64 characters of
+    /// `[A-Za-z0-9_-]`; duplicates are stopped once.
+    pub phone_ids: Vec<String>,
+}
+
+/// The answer to a batch-stop: one entry per distinct requested phone id, in
+/// order of first appearance. `error_code`/`error_msg` at the top level only
+/// when no batch got a definite answer (status 502/503/504).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StopResponse<'a> {
+    pub request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub error_code: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+    pub jobs: Vec<JobEntry<'a>>,
+}
+
+/// One entry of the response, borrowed from the plan and the outcomes:
+/// either `{phone_id, job_id}` or `{phone_id, error_code, error_msg}`.
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct JobEntry<'a> {
     pub phone_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]

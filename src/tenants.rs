@@ -14,14 +14,14 @@ use crate::config::IamConfig;
 use crate::domain::{ProjectId, Region, TenantId};
 
 /// One tenant as the tenants file and the admin API spell it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
     pub default_project: String,
     pub projects: Vec<ProjectSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectSpec {
     pub project_id: String,
@@ -30,7 +30,7 @@ pub struct ProjectSpec {
 }
 
 /// The whole tenants file: `{"tenants": {"acme": {..}}}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsFile {
     #[serde(default)]

@@ -14,10 +14,10 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::domain::TenantId;
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, Code, ErrorJson};
 use crate::routes::extract::Authenticated;
 use crate::routes::stop::read_body;
-use crate::tenants::{TenantSpec, TenantsError, UpdateError};
+use crate::tenants::{TenantSpec, TenantsError, TenantsFile, UpdateError};
 
 /// A caller with the admin role.
 pub struct Admin(pub Arc<Caller>);
@@ -50,10 +50,25 @@ fn project_ids(spec: Option<&TenantSpec>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// All tenants, in the tenants-file shape.
+#[utoipa::path(get, path = "/admin/v1/tenants", tag = "admin", responses(
+        (status = 200, description = "All tenant mappings", body = TenantsFile),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+))]
 pub async fn list(State(app): State<Arc<AppState>>, _: Admin) -> Response {
     Json(app.tenants.load().spec()).into_response()
 }
 
+/// One tenant.
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant}", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name")),
+    responses(
+        (status = 200, description = "The tenant's mapping", body = TenantSpec),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 404, description = "CPHGW.0104 unknown tenant", body = ErrorJson),
+))]
 pub async fn get(
     State(app): State<Arc<AppState>>,
     _: Admin,
@@ -68,6 +83,19 @@ pub async fn get(
     Ok(Json(spec).into_response())
 }
 
+/// Creates or replaces a tenant; validated, persisted atomically, live for
+/// the next request.
+#[utoipa::path(put, path = "/admin/v1/tenants/{tenant}", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name (1-64 of A-Z a-z 0-9 _ -)")),
+    request_body = TenantSpec,
+    responses(
+        (status = 200, description = "Replaced", body = TenantSpec),
+        (status = 201, description = "Created", body = TenantSpec),
+        (status = 400, description = "CPHGW.0001 invalid; the message names the field; nothing changed", body = ErrorJson),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 500, description = "CPHGW.0500 the tenants file could not be written; nothing changed", body = ErrorJson),
+))]
 pub async fn put(
     State(app): State<Arc<AppState>>,
     Admin(admin): Admin,
@@ -118,6 +146,16 @@ pub async fn put(
     Ok((status, Json(after)).into_response())
 }
 
+/// Removes a tenant.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{tenant}", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 404, description = "CPHGW.0104 unknown tenant", body = ErrorJson),
+        (status = 500, description = "CPHGW.0500 the tenants file could not be written; nothing changed", body = ErrorJson),
+))]
 pub async fn delete(
     State(app): State<Arc<AppState>>,
     Admin(admin): Admin,
@@ -145,6 +183,13 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Re-reads the tenants file.
+#[utoipa::path(post, path = "/admin/v1/reload", tag = "admin", responses(
+        (status = 200, description = "Reloaded: {reloaded, changed, tenants}", body = Object),
+        (status = 400, description = "CPHGW.0001 the file is invalid; the last good mapping stays", body = ErrorJson),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+))]
 pub async fn reload(
     State(app): State<Arc<AppState>>,
     Admin(admin): Admin,

@@ -48,3 +48,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         app.metrics.render(),
     )
 }
+
+/// The OpenAPI 3.1 document of the caller and admin APIs.
+pub async fn openapi() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(crate::openapi::document).clone(),
+    )
+}

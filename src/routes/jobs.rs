@@ -12,9 +12,26 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::cph::CallOutcome;
 use crate::domain::{RequestId, is_valid_id};
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, Code, ErrorJson};
 use crate::routes::extract::{Authenticated, TenantContext};
 
+/// CPH's job query in the tenant's default project.
+#[utoipa::path(
+    get,
+    path = "/v1/cloud-phone/jobs/{job_id}",
+    tag = "caller",
+    params(("job_id" = String, Path, description = "A job_id from a stop answer")),
+    responses(
+        (status = 200, description = "CPH's job, as CPH answered: {request_id, job_id, phone_id, begin_time, end_time, status (1 running, 2 success, -1 failed), error_code, error_msg}", body = Object),
+        (status = 400, description = "CPHGW.0002 malformed job id", body = ErrorJson),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
+        (status = 404, description = "CPH's answer for an unknown job, passed through", body = Object),
+        (status = 502, description = "CPHGW.0301 upstream failed", body = ErrorJson),
+        (status = 503, description = "CPHGW.0303 no IAM token", body = ErrorJson),
+        (status = 504, description = "CPHGW.0302 upstream timed out", body = ErrorJson),
+    )
+)]
 pub async fn job_default(
     State(app): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
@@ -24,6 +41,26 @@ pub async fn job_default(
     show(&app, &request_id, caller, None, &job_id).await
 }
 
+/// CPH's job query in one of the tenant's projects.
+#[utoipa::path(
+    get,
+    path = "/v1/{project_id}/cloud-phone/jobs/{job_id}",
+    tag = "caller",
+    params(
+        ("project_id" = String, Path, description = "One of the caller tenant's projects"),
+        ("job_id" = String, Path, description = "A job_id from a stop answer"),
+    ),
+    responses(
+        (status = 200, description = "CPH's job, as CPH answered: {request_id, job_id, phone_id, begin_time, end_time, status (1 running, 2 success, -1 failed), error_code, error_msg}", body = Object),
+        (status = 400, description = "CPHGW.0002 malformed job id", body = ErrorJson),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
+        (status = 404, description = "CPH's answer for an unknown job, passed through", body = Object),
+        (status = 502, description = "CPHGW.0301 upstream failed", body = ErrorJson),
+        (status = 503, description = "CPHGW.0303 no IAM token", body = ErrorJson),
+        (status = 504, description = "CPHGW.0302 upstream timed out", body = ErrorJson),
+    )
+)]
 pub async fn job_in_project(
     State(app): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,

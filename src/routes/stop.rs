@@ -9,24 +9,33 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::app::AppState;
 use crate::domain::RequestId;
+use crate::error::ErrorJson;
 use crate::error::{ApiError, Code};
-use crate::plan::{JobEntry, Plan, merge};
+use crate::plan::{Plan, StopRequest, StopResponse, merge};
 use crate::routes::extract::{Authenticated, TenantContext};
 
-#[derive(Serialize)]
-struct StopResponse<'a> {
-    request_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<Code>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_msg: Option<String>,
-    jobs: Vec<JobEntry<'a>>,
-}
-
+/// Stops phones in the tenant's default project.
+#[utoipa::path(
+    post,
+    path = "/v1/cloud-phone/phones/batch-stop",
+    tag = "caller",
+    request_body = StopRequest,
+    params(("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters")),
+    responses(
+        (status = 200, description = "One entry per distinct phone id, in request order; per-phone errors inside", body = StopResponse),
+        (status = 400, description = "CPHGW.0001 bad body, CPHGW.0002 bad phone id", body = ErrorJson),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
+        (status = 413, description = "CPHGW.0003 too many ids or body too large", body = ErrorJson),
+        (status = 429, description = "CPHGW.0201 tenant rate limit; Retry-After set", body = ErrorJson),
+        (status = 502, description = "CPHGW.0301 no batch got a definite answer; every phone listed", body = StopResponse),
+        (status = 503, description = "CPHGW.0303 no IAM token; every phone listed", body = StopResponse),
+        (status = 504, description = "CPHGW.0302 upstream timed out; every phone listed", body = StopResponse),
+    )
+)]
 pub async fn stop_default(
     State(app): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
@@ -37,6 +46,28 @@ pub async fn stop_default(
     stop(&app, &request_id, caller, None, &headers, body).await
 }
 
+/// Stops phones in one of the tenant's projects (drop-in for the CPH URL).
+#[utoipa::path(
+    post,
+    path = "/v1/{project_id}/cloud-phone/phones/batch-stop",
+    tag = "caller",
+    request_body = StopRequest,
+    params(
+        ("project_id" = String, Path, description = "One of the caller tenant's projects"),
+        ("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "One entry per distinct phone id, in request order; per-phone errors inside", body = StopResponse),
+        (status = 400, description = "CPHGW.0001 bad body, CPHGW.0002 bad phone id", body = ErrorJson),
+        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
+        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
+        (status = 413, description = "CPHGW.0003 too many ids or body too large", body = ErrorJson),
+        (status = 429, description = "CPHGW.0201 tenant rate limit; Retry-After set", body = ErrorJson),
+        (status = 502, description = "CPHGW.0301 no batch got a definite answer; every phone listed", body = StopResponse),
+        (status = 503, description = "CPHGW.0303 no IAM token; every phone listed", body = StopResponse),
+        (status = 504, description = "CPHGW.0302 upstream timed out; every phone listed", body = StopResponse),
+    )
+)]
 pub async fn stop_in_project(
     State(app): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
