@@ -189,6 +189,10 @@ pub struct App {
     state: Arc<AppState>,
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// SIGHUP is caught from the moment the ports are bound, so an early
+    /// SIGHUP cannot kill the process with the default action.
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl App {
@@ -217,6 +221,8 @@ impl App {
             state,
             listener,
             admin_listener,
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         })
     }
 
@@ -265,7 +271,10 @@ impl App {
                 .clone()
                 .watch(state.config.tenants.watch_interval),
         );
-        let hup = tokio::spawn(reload_on_sighup(state.tenants.clone()));
+        #[cfg(unix)]
+        let hup = tokio::spawn(reload_on_sighup(state.tenants.clone(), self.hangup));
+        #[cfg(not(unix))]
+        let hup = tokio::spawn(std::future::pending::<()>());
 
         shutdown.await;
         tracing::info!(
@@ -332,24 +341,19 @@ impl Drop for RunningApp {
     }
 }
 
-async fn reload_on_sighup(tenants: Arc<Tenants>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match tenants.reload().await {
-                Ok(changed) => tracing::info!(changed, "SIGHUP: tenants file re-read"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: tenants file rejected; the last good mapping stays")
-                }
+#[cfg(unix)]
+async fn reload_on_sighup(tenants: Arc<Tenants>, hangup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hangup else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tenants.reload().await {
+            Ok(changed) => tracing::info!(changed, "SIGHUP: tenants file re-read"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: tenants file rejected; the last good mapping stays")
             }
         }
     }
-    #[cfg(not(unix))]
-    std::future::pending::<()>().await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -124,6 +124,9 @@ fn jwk_key(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
     DecodingKey::from_jwk(jwk).ok().map(|key| Key { alg, key })
 }
 
+/// Longest wait for the JWKS endpoint, at start or on a refresh.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Keys fetched from a JWKS URL, refreshed on an unknown `kid` at most once
 /// per cooldown; a failed fetch keeps the last good keys.
 struct Jwks {
@@ -143,6 +146,7 @@ impl Jwks {
         let resp = self
             .http
             .get(&self.url)
+            .timeout(JWKS_TIMEOUT)
             .send()
             .await
             .map_err(|e| format!("JWKS fetch failed: {e}"))?;
@@ -278,7 +282,7 @@ impl Authenticator {
         if let Some(caller) = self.verified.get(&digest) {
             // The cache entry expires at `exp`; a token past `exp + leeway`
             // can still be found between expiry and eviction, so check.
-            if caller.expires_at + self.cfg.leeway_s >= now_s() {
+            if caller.expires_at.saturating_add(self.cfg.leeway_s) >= now_s() {
                 return Ok(caller);
             }
         }

@@ -166,9 +166,12 @@ impl Fanout {
                 Ok(Err(e)) => return BatchOutcome::failed(Code::IamUnavailable, e.to_string()),
                 Ok(Ok(t)) => t,
             };
-            let Ok(_permit) = tokio::time::timeout_at(deadline, limit.acquire()).await else {
+            let Ok(permit) = tokio::time::timeout_at(deadline, limit.acquire()).await else {
                 return not_sent();
             };
+            if Instant::now() >= deadline {
+                return not_sent();
+            }
             let in_flight = self
                 .metrics
                 .upstream_in_flight
@@ -183,12 +186,16 @@ impl Fanout {
             )
             .await;
             in_flight.dec();
-            drop(_permit);
-            let outcome = match call {
-                Ok(o) => o,
-                Err(_) => CallOutcome::Timeout,
+            drop(permit);
+            let Ok(outcome) = call else {
+                return BatchOutcome::failed(
+                    Code::UpstreamTimeout,
+                    "the request's deadline passed while waiting for CPH; the outcome of this stop is unknown: check with the job query or retry",
+                );
             };
-            let wait = match outcome {
+            // What this attempt came to, and whether another may be made
+            // (with the server's Retry-After, if it sent one).
+            let (failure, retry_after) = match outcome {
                 CallOutcome::Jobs { jobs, .. } => return BatchOutcome::Jobs(jobs),
                 CallOutcome::Rejected {
                     status: StatusCode::UNAUTHORIZED,
@@ -196,7 +203,7 @@ impl Fanout {
                 } if !renewed => {
                     // CPH refused the token: it did not act on the request.
                     // Drop the token and try once more with a new one.
-                    self.iam.invalidate(&project.id, &token).await;
+                    self.iam.invalidate(project, &token).await;
                     renewed = true;
                     continue;
                 }
@@ -206,26 +213,25 @@ impl Fanout {
                     error_msg,
                     retry_after,
                 } => {
-                    if is_retryable(status, error_code.as_deref()) && retries < self.cfg.max_retries
-                    {
-                        Some(retry_after)
-                    } else {
-                        return rejected(status, error_code, error_msg);
+                    let retryable = is_retryable(status, error_code.as_deref());
+                    let failure = rejected(status, error_code, error_msg);
+                    if !retryable {
+                        return failure;
                     }
+                    (failure, retry_after)
                 }
-                CallOutcome::NotSent(reason) => {
-                    if retries < self.cfg.max_retries {
-                        Some(None)
-                    } else {
-                        return BatchOutcome::failed(
-                            Code::UpstreamFailed,
-                            format!(
-                                "CPH unreachable after {} attempts: {reason}; these phones were not stopped",
-                                retries + 1
-                            ),
-                        );
-                    }
-                }
+                CallOutcome::NotSent(reason) => (
+                    BatchOutcome::failed(
+                        Code::UpstreamFailed,
+                        format!(
+                            "CPH unreachable after {} attempts: {reason}; these phones were not stopped",
+                            retries + 1
+                        ),
+                    ),
+                    None,
+                ),
+                // Sent, then no answer or a broken one: CPH may have acted,
+                // so the batch is never resent.
                 CallOutcome::Timeout => {
                     return BatchOutcome::failed(
                         Code::UpstreamTimeout,
@@ -244,13 +250,13 @@ impl Fanout {
                     );
                 }
             };
-            // A retry: within the budget, and only if it can start before the deadline.
-            let delay = backoff(retries, wait.flatten(), self.cfg.max_retry_after);
-            if !self.budget.try_spend() || Instant::now() + delay >= deadline {
-                return BatchOutcome::failed(
-                    Code::UpstreamFailed,
-                    "CPH failed and the retry budget or deadline allows no retry now; these phones were not stopped",
-                );
+            // A retry: within max_retries, the budget, and the deadline.
+            let delay = backoff(retries, retry_after, self.cfg.max_retry_after);
+            if retries >= self.cfg.max_retries
+                || Instant::now() + delay >= deadline
+                || !self.budget.try_spend()
+            {
+                return failure;
             }
             tracing::debug!(
                 retry = retries + 1,

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::IamConfig;
-use crate::domain::ProjectId;
+use crate::domain::{ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
 
@@ -39,6 +39,26 @@ pub struct IamError {
     pub reason: String,
 }
 
+/// What a token is cached under: the project and everything its token
+/// depends on, so that an admin change of region or credential takes effect
+/// for the next request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    pub project: ProjectId,
+    pub region: Region,
+    pub credential: Arc<str>,
+}
+
+impl TokenKey {
+    fn of(p: &Project) -> Self {
+        Self {
+            project: p.id.clone(),
+            region: p.region.clone(),
+            credential: p.credential.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     until: Instant,
@@ -50,17 +70,17 @@ pub struct IamProvider {
     http: reqwest::Client,
     cfg: IamConfig,
     timeout: Duration,
-    cache: moka::future::Cache<ProjectId, Arc<IamToken>>,
-    backoff: std::sync::Mutex<HashMap<ProjectId, Backoff>>,
+    cache: moka::future::Cache<TokenKey, Arc<IamToken>>,
+    backoff: std::sync::Mutex<HashMap<TokenKey, Backoff>>,
     metrics: Arc<Metrics>,
 }
 
 struct UntilUnusable;
 
-impl moka::Expiry<ProjectId, Arc<IamToken>> for UntilUnusable {
+impl moka::Expiry<TokenKey, Arc<IamToken>> for UntilUnusable {
     fn expire_after_create(
         &self,
-        _: &ProjectId,
+        _: &TokenKey,
         t: &Arc<IamToken>,
         now: Instant,
     ) -> Option<Duration> {
@@ -70,7 +90,7 @@ impl moka::Expiry<ProjectId, Arc<IamToken>> for UntilUnusable {
     // the old deadline by default).
     fn expire_after_update(
         &self,
-        _: &ProjectId,
+        _: &TokenKey,
         t: &Arc<IamToken>,
         now: Instant,
         _: Option<Duration>,
@@ -120,17 +140,19 @@ impl IamProvider {
         self: &Arc<Self>,
         project: &Arc<Project>,
     ) -> Result<Arc<IamToken>, IamError> {
-        if let Some(t) = self.cache.get(&project.id).await {
+        let key = TokenKey::of(project);
+        if let Some(t) = self.cache.get(&key).await {
             if t.renew_at <= Instant::now()
-                && self.backoff_left(&project.id).is_none()
+                && self.backoff_left(&key).is_none()
                 && !t.renewing.swap(true, Ordering::AcqRel)
             {
                 let this = self.clone();
                 let project = project.clone();
                 let old = t.clone();
+                let key = key.clone();
                 tokio::spawn(async move {
                     match this.fetch(&project).await {
-                        Ok(new) => this.cache.insert(project.id.clone(), Arc::new(new)).await,
+                        Ok(new) => this.cache.insert(key, Arc::new(new)).await,
                         // The old token stays in use until it is unusable.
                         Err(_) => old.renewing.store(false, Ordering::Release),
                     }
@@ -138,7 +160,7 @@ impl IamProvider {
             }
             return Ok(t);
         }
-        if let Some(left) = self.backoff_left(&project.id) {
+        if let Some(left) = self.backoff_left(&key) {
             return Err(IamError {
                 project: project.id.clone(),
                 reason: format!(
@@ -148,18 +170,16 @@ impl IamProvider {
             });
         }
         self.cache
-            .try_get_with(project.id.clone(), async {
-                self.fetch(project).await.map(Arc::new)
-            })
+            .try_get_with(key, async { self.fetch(project).await.map(Arc::new) })
             .await
             .map_err(|e| (*e).clone())
     }
 
     /// Drops `stale` after CPH rejected it, unless it was already replaced.
-    pub async fn invalidate(&self, project: &ProjectId, stale: &Arc<IamToken>) {
+    pub async fn invalidate(&self, project: &Project, stale: &Arc<IamToken>) {
         use moka::ops::compute::Op;
         self.cache
-            .entry_by_ref(project)
+            .entry(TokenKey::of(project))
             .and_compute_with(|entry| {
                 let op = match entry {
                     Some(e) if Arc::ptr_eq(e.value(), stale) => Op::Remove,
@@ -174,30 +194,30 @@ impl IamProvider {
     pub fn token_ages(&self) -> Vec<(ProjectId, Duration)> {
         self.cache
             .iter()
-            .map(|(k, v)| ((*k).clone(), v.fetched_at.elapsed()))
+            .map(|(k, v)| (k.project.clone(), v.fetched_at.elapsed()))
             .collect()
     }
 
-    fn backoff_left(&self, project: &ProjectId) -> Option<Duration> {
+    fn backoff_left(&self, key: &TokenKey) -> Option<Duration> {
         let map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(project)
+        map.get(key)
             .and_then(|b| b.until.checked_duration_since(Instant::now()))
     }
 
-    fn record(&self, project: &ProjectId, ok: bool) {
+    fn record(&self, key: TokenKey, ok: bool) {
         let mut map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
         if ok {
-            map.remove(project);
+            map.remove(&key);
             return;
         }
-        let failures = map.get(project).map_or(0, |b| b.failures) + 1;
+        let failures = map.get(&key).map_or(0, |b| b.failures) + 1;
         let base = FIRST_BACKOFF
             .saturating_mul(1 << failures.min(8))
             .min(MAX_BACKOFF);
         // Full jitter between half and the whole of the backoff.
         let wait = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
         map.insert(
-            project.clone(),
+            key,
             Backoff {
                 until: Instant::now() + wait,
                 failures,
@@ -208,7 +228,7 @@ impl IamProvider {
     async fn fetch(&self, project: &Project) -> Result<IamToken, IamError> {
         let started = Instant::now();
         let result = self.fetch_once(project).await;
-        self.record(&project.id, result.is_ok());
+        self.record(TokenKey::of(project), result.is_ok());
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics.iam_fetch(label);
         match &result {
@@ -232,7 +252,7 @@ impl IamProvider {
         let cred = self
             .cfg
             .credentials
-            .get(&project.credential)
+            .get(&*project.credential)
             .ok_or_else(|| fail(format!("no credential named {:?}", project.credential)))?;
         let url = format!(
             "{}/v3/auth/tokens",

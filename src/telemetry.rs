@@ -26,7 +26,7 @@ pub fn init_logging() {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .try_init()
     } else {
         builder.try_init()

@@ -43,7 +43,7 @@ pub struct Project {
     pub id: ProjectId,
     pub region: Region,
     /// Name of the IAM credential under `[iam.credentials]`.
-    pub credential: String,
+    pub credential: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -121,7 +121,7 @@ pub fn build_tenant(name: &str, t: &TenantSpec, iam: &IamConfig) -> Result<Tenan
         projects.push(Arc::new(Project {
             id,
             region,
-            credential: p.credential.clone(),
+            credential: p.credential.as_str().into(),
         }));
     }
     let default_project = projects
@@ -222,6 +222,14 @@ impl Tenants {
         let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         if hash == *applied {
             return Ok(false);
+        }
+        // An empty file is a write caught half-way (or a mistake), not a
+        // request to unmap every tenant.
+        if text.trim().is_empty() {
+            return Err(TenantsError::Invalid {
+                path: self.file.display().to_string(),
+                msg: "the file is empty".into(),
+            });
         }
         let registry = parse_file(&self.file, &text, &self.iam)?;
         tracing::info!(tenants = registry.len(), file = %self.file.display(), "tenants reloaded");

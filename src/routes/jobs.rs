@@ -99,7 +99,7 @@ async fn show(
             .await
         {
             Ok((status, _)) if status == reqwest::StatusCode::UNAUTHORIZED && !renewed => {
-                iam.invalidate(&project.id, &token).await;
+                iam.invalidate(&project, &token).await;
                 renewed = true;
             }
             Ok((status, body)) => {

@@ -161,32 +161,8 @@ pub(crate) async fn batch_stop(
         inc(&stats.faults_injected);
         tracing::debug!(%project, ?fault, "batch-stop: injecting fault");
     }
-    match fault {
-        Fault::Error500 => {
-            return reply.error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "CPS.0003",
-                "internal error",
-            );
-        }
-        Fault::Error503 => {
-            return reply.error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "APIG.0503",
-                "service unavailable",
-            );
-        }
-        Fault::Throttle(retry_after) => {
-            let mut res = reply.error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "APIG.0308",
-                "request throttled",
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            return res;
-        }
-        Fault::None | Fault::Hang(_) | Fault::Reset => {}
+    if let Some(res) = error_fault(&reply, fault) {
+        return res;
     }
 
     let max = sim.cfg.max_batch_size;
@@ -231,6 +207,34 @@ pub(crate) async fn batch_stop(
     res
 }
 
+/// The answer of an error fault (500, 503, 429); `None` for the other faults.
+fn error_fault(reply: &Reply, fault: Fault) -> Option<Response> {
+    let (status, code, msg) = match fault {
+        Fault::Error500 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "CPS.0003",
+            "internal error",
+        ),
+        Fault::Error503 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "APIG.0503",
+            "service unavailable",
+        ),
+        Fault::Throttle(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "APIG.0308",
+            "The throttling threshold has been reached",
+        ),
+        Fault::None | Fault::Hang(_) | Fault::Reset => return None,
+    };
+    let mut res = reply.error(status, code, msg);
+    if let Fault::Throttle(retry_after) = fault {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    }
+    Some(res)
+}
+
 /// Applies the stops of one batch under one lock; one entry per id, in order.
 fn stop_phones<'a>(
     sim: &Shared,
@@ -241,12 +245,13 @@ fn stop_phones<'a>(
     let now = sim.clock.now_ns();
     let mut newly_stopped = 0;
     let mut store = lock(&sim.store);
+    let project_idx = store.project(project_key);
     let jobs = ids
         .iter()
         .map(
             |IdRef(id)| match seeded_index(project, id, sim.cfg.phones_per_project) {
                 Ok(phone) => {
-                    let (job, newly) = store.stop(project_key, phone, now);
+                    let (job, newly) = store.stop(project_idx, phone, now);
                     newly_stopped += u64::from(newly);
                     JobEntry {
                         phone_id: id,

@@ -52,9 +52,10 @@ struct ConnIo {
 
 impl Drop for ConnIo {
     fn drop(&mut self) {
-        if self.kill.fired.load(Ordering::Acquire)
-            && let Err(e) = self.stream.set_zero_linger()
-        {
+        if !self.kill.fired.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.stream.set_zero_linger() {
             tracing::debug!(error = %e, "cannot set SO_LINGER 0; closing normally");
         }
     }
