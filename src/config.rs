@@ -84,6 +84,15 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     tenants: RawTenants,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +267,13 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub tenants: TenantsConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP traces endpoint (needs the `otlp` cargo feature).
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -591,6 +607,9 @@ impl RawConfig {
                 self.tenants.watch_interval_ms,
             )?),
         };
+        if let Some(url) = &self.telemetry.otlp_endpoint {
+            check_endpoint("telemetry.otlp_endpoint", url)?;
+        }
         Ok(Config {
             server,
             auth,
@@ -598,6 +617,9 @@ impl RawConfig {
             upstream,
             limits,
             tenants,
+            telemetry: TelemetryConfig {
+                otlp_endpoint: self.telemetry.otlp_endpoint,
+            },
         })
     }
 }

@@ -222,11 +222,18 @@ impl CphClient {
             CallOutcome::Jobs { request_id, .. } => request_id.as_deref(),
             _ => None,
         };
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let span = tracing::Span::current();
+        span.record("status", outcome.label());
+        span.record("latency_ms", latency_ms);
+        if let Some(id) = upstream_request_id {
+            span.record("upstream_request_id", id);
+        }
         tracing::info!(
             project = %project.id,
             ids = ids.len(),
             status = outcome.label(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            latency_ms,
             upstream_request_id,
             "upstream batch-stop"
         );

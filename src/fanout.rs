@@ -180,9 +180,20 @@ impl Fanout {
                 })
                 .clone();
             in_flight.inc();
+            // One span per upstream call; the client records status,
+            // latency and CPH's request id on it.
+            let call_span = tracing::info_span!(
+                "upstream_call",
+                attempt = retries + 1,
+                status = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+                upstream_request_id = tracing::field::Empty,
+            );
             let call = tokio::time::timeout_at(
                 deadline,
-                self.cph.batch_stop(project, &token, request_id, ids),
+                self.cph
+                    .batch_stop(project, &token, request_id, ids)
+                    .instrument(call_span),
             )
             .await;
             in_flight.dec();

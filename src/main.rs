@@ -196,8 +196,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ConfigArg) -> Result<(), String> {
-    telemetry::init_logging();
     let config = Config::load(&args.config, &ProcessEnv).map_err(|e| e.to_string())?;
+    let _telemetry = telemetry::init(config.telemetry.otlp_endpoint.as_deref())?;
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     tracing::info!(listen = %app.addr(), admin_listen = %app.admin_addr(), "cph-gateway serving");
     app.run(shutdown_signal())

@@ -12,25 +12,103 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+/// Keeps the OTLP exporter alive; dropping it flushes the spans not yet sent.
+#[must_use = "dropping the guard stops trace export"]
+#[derive(Default)]
+pub struct TelemetryGuard {
+    provider: Option<Provider>,
+}
+
+#[cfg(feature = "otlp")]
+type Provider = opentelemetry_sdk::trace::SdkTracerProvider;
+#[cfg(not(feature = "otlp"))]
+type Provider = std::convert::Infallible;
+
+type BoxLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+        #[cfg(not(feature = "otlp"))]
+        let _ = self.provider.take();
+    }
+}
+
 /// Installs the global subscriber: readable text by default, JSON lines when
-/// `LOG_FORMAT=json`; level from `RUST_LOG` (default `info`).
+/// `LOG_FORMAT=json`; level from `RUST_LOG` (default `info`); and, with the
+/// `otlp` feature and `telemetry.otlp_endpoint` set, OTLP/HTTP trace export.
 pub fn init_logging() {
+    // Without an OTLP endpoint there is nothing to fail.
+    let _ = init(None);
+}
+
+/// [`init_logging`] with an optional OTLP/HTTP traces endpoint.
+pub fn init(otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    // `try_init`: a second call (tests, demo) keeps the first subscriber.
-    let _ = if json {
-        builder
+    let fmt: BoxLayer = if json {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .try_init()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
+    let (otlp, provider) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, provider) = otlp_layer(endpoint)?;
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    let layers: Vec<BoxLayer> = std::iter::once(fmt).chain(otlp).collect();
+    // `try_init`: a second call (tests, demo) keeps the first subscriber.
+    let _ = Registry::default().with(layers).with(filter).try_init();
+    Ok(TelemetryGuard { provider })
+}
+
+#[cfg(not(feature = "otlp"))]
+fn otlp_layer(endpoint: &str) -> Result<(BoxLayer, Provider), String> {
+    Err(format!(
+        "telemetry.otlp_endpoint is {endpoint:?} but this build has no OTLP support (build with --features otlp)"
+    ))
+}
+
+#[cfg(feature = "otlp")]
+fn otlp_layer(endpoint: &str) -> Result<(BoxLayer, Provider), String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::Layer;
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("cph-gateway")
+                .build(),
+        )
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("cph-gateway"))
+        .boxed();
+    Ok((layer, provider))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
