@@ -20,6 +20,7 @@ use crate::iam::IamProvider;
 use crate::plan::{BatchOutcome, Plan};
 use crate::telemetry::{Metrics, ProjectLabel};
 use crate::tenants::Project;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Bounds retries across all requests: every first attempt earns `ratio` of
 /// a retry, every retry spends one, so an outage adds at most that fraction
@@ -54,13 +55,20 @@ impl RetryBudget {
     }
 }
 
+/// What all requests to one project share.
+struct ProjectSlot {
+    limit: Semaphore,
+    in_flight: Gauge,
+}
+
 /// Executes stop plans.
 pub struct Fanout {
     cph: CphClient,
     iam: Arc<IamProvider>,
     cfg: UpstreamConfig,
-    /// One semaphore per project, shared by all requests.
-    project_limits: Mutex<HashMap<ProjectId, Arc<Semaphore>>>,
+    /// Per project, shared by all requests: the concurrency limit and the
+    /// in-flight gauge.
+    projects: Mutex<HashMap<ProjectId, Arc<ProjectSlot>>>,
     budget: RetryBudget,
     metrics: Arc<Metrics>,
 }
@@ -80,7 +88,7 @@ impl Fanout {
             cph,
             iam,
             cfg,
-            project_limits: Mutex::default(),
+            projects: Mutex::default(),
             budget,
             metrics,
         }
@@ -94,14 +102,23 @@ impl Fanout {
         &self.cph
     }
 
-    /// The project's shared concurrency limit.
-    fn project_limit(&self, project: &ProjectId) -> Arc<Semaphore> {
-        let mut map = self
-            .project_limits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    /// The project's shared limit and gauge.
+    fn project_slot(&self, project: &ProjectId) -> Arc<ProjectSlot> {
+        let mut map = self.projects.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(project.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.max_concurrency_per_project)))
+            .or_insert_with(|| {
+                let in_flight = self
+                    .metrics
+                    .upstream_in_flight
+                    .get_or_create(&ProjectLabel {
+                        project: project.to_string(),
+                    })
+                    .clone();
+                Arc::new(ProjectSlot {
+                    limit: Semaphore::new(self.cfg.max_concurrency_per_project),
+                    in_flight,
+                })
+            })
             .clone()
     }
 
@@ -114,7 +131,7 @@ impl Fanout {
         request_id: &str,
         deadline: Instant,
     ) -> Vec<BatchOutcome> {
-        let limit = self.project_limit(&project.id);
+        let slot = self.project_slot(&project.id);
         let mut outcomes: Vec<Option<BatchOutcome>> =
             (0..plan.batch_count()).map(|_| None).collect();
         // Indices, not slices, go through the stream: a closure taking a
@@ -123,11 +140,11 @@ impl Fanout {
             .map(|index| {
                 let ids = plan.batch(index);
                 let span = tracing::info_span!("batch", index, size = ids.len());
-                let limit = &limit;
+                let slot = &slot;
                 async move {
                     (
                         index,
-                        self.run_batch(project, limit, ids, request_id, deadline)
+                        self.run_batch(project, slot, ids, request_id, deadline)
                             .await,
                     )
                 }
@@ -146,7 +163,7 @@ impl Fanout {
     async fn run_batch(
         &self,
         project: &Arc<Project>,
-        limit: &Semaphore,
+        slot: &ProjectSlot,
         ids: &[Box<str>],
         request_id: &str,
         deadline: Instant,
@@ -166,20 +183,13 @@ impl Fanout {
                 Ok(Err(e)) => return BatchOutcome::failed(Code::IamUnavailable, e.to_string()),
                 Ok(Ok(t)) => t,
             };
-            let Ok(permit) = tokio::time::timeout_at(deadline, limit.acquire()).await else {
+            let Ok(permit) = tokio::time::timeout_at(deadline, slot.limit.acquire()).await else {
                 return not_sent();
             };
             if Instant::now() >= deadline {
                 return not_sent();
             }
-            let in_flight = self
-                .metrics
-                .upstream_in_flight
-                .get_or_create(&ProjectLabel {
-                    project: project.id.to_string(),
-                })
-                .clone();
-            in_flight.inc();
+            slot.in_flight.inc();
             // One span per upstream call; the client records status,
             // latency and CPH's request id on it.
             let call_span = tracing::info_span!(
@@ -196,7 +206,7 @@ impl Fanout {
                     .instrument(call_span),
             )
             .await;
-            in_flight.dec();
+            slot.in_flight.dec();
             drop(permit);
             let Ok(outcome) = call else {
                 return BatchOutcome::failed(

@@ -73,14 +73,16 @@ impl Plan {
                 ),
             ));
         }
-        let mut seen = HashSet::with_capacity(ids.len());
-        let mut distinct = Vec::with_capacity(ids.len());
-        for id in ids {
-            if !seen.contains(&*id) {
-                seen.insert(id.clone());
-                distinct.push(id);
-            }
-        }
+        // Mark first appearances while borrowing, then move: no id is copied.
+        let first: Vec<bool> = {
+            let mut seen = HashSet::with_capacity(ids.len());
+            ids.iter().map(|id| seen.insert(&**id)).collect()
+        };
+        let distinct: Vec<Box<str>> = ids
+            .into_iter()
+            .zip(first)
+            .filter_map(|(id, first)| first.then_some(id))
+            .collect();
         Ok(Self {
             ids: distinct,
             batch_size: batch_size.max(1),
