@@ -5,17 +5,14 @@
 
 mod common;
 
+use common::process::GatewayProcess;
 use common::*;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cph_gateway::App;
-use cph_gateway::config::Config;
 use cph_gateway::sim::{Faults, Sim};
 use cph_gateway::tenants::{TenantSpec, TenantsFile};
 use jsonwebtoken::Algorithm;
@@ -180,124 +177,6 @@ fn invalid_tenants() -> String {
     format!(
         "[tenants.{TENANT_A}]\ndefault_project = \"{PROJECT_A}\"\n\n[[tenants.{TENANT_A}.projects]]\nproject_id = \"{PROJECT_A}\"\nregion = \"cn-east-3\"\ncredential = \"default\"\n\n[tenants.{TENANT_I}]\ndefault_project = \"{PROJECT_I}\"\n\n[[tenants.{TENANT_I}.projects]]\nproject_id = \"{PROJECT_I}\"\nregion = \"CN EAST\"\ncredential = \"default\"\n"
     )
-}
-
-/// Starts a simulator and an in-process gateway whose tenants file is
-/// `tenants_file` (which the caller has prepared, e.g. as a symlink).
-async fn spawn_at(dir: tempfile::TempDir, tenants_file: PathBuf, opts: TestOptions) -> TestApp {
-    let sim = Sim::start(opts.sim).await.expect("simulator starts");
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("TEST_JWT_SECRET".into(), JWT_SECRET.into());
-    env.insert("TEST_IAM_PASSWORD".into(), IAM_PASSWORD.into());
-    env.extend(opts.env);
-    let text = base_config(&sim.url(), &tenants_file.display().to_string());
-    let config = Config::from_toml(&text, &env).expect("test config is valid");
-    let app = App::build(config).await.expect("gateway starts");
-    let url = format!("http://{}", app.addr());
-    let admin_url = format!("http://{}", app.admin_addr());
-    TestApp {
-        sim,
-        gateway: app.spawn(),
-        url,
-        admin_url,
-        client: reqwest::Client::new(),
-        dir,
-        tenants_file,
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind port 0")
-        .port()
-}
-
-/// The real `cph-gateway serve` binary as a child process; killed on drop.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-    admin_url: String,
-    stderr: PathBuf,
-}
-
-impl GatewayProcess {
-    /// Starts `serve --config config` with the test secrets in its
-    /// environment plus `env`, and waits until `/healthz` answers.
-    async fn start(config: &Path, out_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
-        let stdout = out_dir.join("gateway.stdout");
-        let stderr = out_dir.join("gateway.stderr");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cph-gateway"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env_clear()
-            .env("TEST_JWT_SECRET", JWT_SECRET)
-            .env("TEST_IAM_PASSWORD", IAM_PASSWORD)
-            .env("CPHGW__SERVER__LISTEN", format!("\"127.0.0.1:{port}\""))
-            .env(
-                "CPHGW__SERVER__ADMIN_LISTEN",
-                format!("\"127.0.0.1:{admin_port}\""),
-            )
-            .env("CPHGW__LIMITS__TENANT_RATE_PER_S", "100000")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("the gateway binary starts");
-        let mut gw = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_url: format!("http://127.0.0.1:{admin_port}"),
-            stderr,
-        };
-        let client = reqwest::Client::new();
-        let healthz = format!("{}/healthz", gw.admin_url);
-        let up = eventually(Duration::from_secs(15), async || {
-            client
-                .get(&healthz)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await;
-        if !up {
-            let status = gw.child.try_wait();
-            panic!(
-                "the gateway binary did not become healthy ({status:?}); stderr:\n{}",
-                gw.logs()
-            );
-        }
-        gw
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{sig} failed");
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A buffer that a `tracing` subscriber writes into.
@@ -893,7 +772,7 @@ async fn file_watch_follows_a_configmap_symlink_swap() {
     symlink("..2026_01", root.join("..data")).expect("symlink ..data");
     symlink("..data/tenants.toml", root.join("tenants.toml")).expect("symlink file");
     let tenants_file = root.join("tenants.toml");
-    let app = spawn_at(dir, tenants_file.clone(), TestOptions::default()).await;
+    let app = TestApp::spawn_at(dir, tenants_file.clone(), TestOptions::default()).await;
     assert!(can_stop(&app, TENANT_A, PROJECT_A).await);
     assert_unmapped(&app, TENANT_I, PROJECT_I).await;
 

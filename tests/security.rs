@@ -4,11 +4,12 @@
 
 mod common;
 
+use common::process::GatewayProcess;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,111 +174,6 @@ async fn spawn_with_jwks(server: &JwksServer, cooldown_s: &str) -> TestApp {
             .set("auth.jwks_refresh_cooldown_s", cooldown_s),
     )
     .await
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind port 0")
-        .port()
-}
-
-/// The real `cph-gateway serve` binary as a child process; killed on drop.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-    admin_url: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl GatewayProcess {
-    async fn start(config: &Path, out_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
-        let stdout = out_dir.join("gateway.stdout");
-        let stderr = out_dir.join("gateway.stderr");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cph-gateway"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env_clear()
-            .env("TEST_JWT_SECRET", JWT_SECRET)
-            .env("TEST_IAM_PASSWORD", IAM_PASSWORD)
-            .env("CPHGW__SERVER__LISTEN", format!("\"127.0.0.1:{port}\""))
-            .env(
-                "CPHGW__SERVER__ADMIN_LISTEN",
-                format!("\"127.0.0.1:{admin_port}\""),
-            )
-            .env("CPHGW__LIMITS__TENANT_RATE_PER_S", "100000")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("the gateway binary starts");
-        let mut gw = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_url: format!("http://127.0.0.1:{admin_port}"),
-            stdout,
-            stderr,
-        };
-        let client = reqwest::Client::new();
-        let healthz = format!("{}/healthz", gw.admin_url);
-        let up = eventually(Duration::from_secs(15), async || {
-            client
-                .get(&healthz)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await;
-        if !up {
-            let status = gw.child.try_wait();
-            panic!(
-                "the gateway binary did not become healthy ({status:?}); stderr:\n{}",
-                gw.output()
-            );
-        }
-        gw
-    }
-
-    /// Everything the process wrote, stdout then stderr.
-    fn output(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!("{}{}", read(&self.stdout), read(&self.stderr))
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    async fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
-        let mut exit = None;
-        let exited = eventually(Duration::from_secs(10), async || {
-            exit = self.child.try_wait().expect("try_wait");
-            exit.is_some()
-        })
-        .await;
-        assert!(exited, "the gateway did not exit on SIGTERM");
-        assert!(
-            exit.is_some_and(|s| s.success()),
-            "exit status {exit:?}:\n{}",
-            self.output()
-        );
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `cph-gateway check-config --config config` with the test secrets

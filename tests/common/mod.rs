@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -143,10 +145,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: TestOptions) -> Self {
-        let sim = Sim::start(opts.sim).await.expect("simulator starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let tenants_file = dir.path().join("tenants.toml");
         std::fs::write(&tenants_file, &opts.tenants).expect("write tenants");
+        Self::spawn_at(dir, tenants_file, opts).await
+    }
+
+    /// Like [`TestApp::spawn_with`], with a tenants file the caller has
+    /// prepared (e.g. as a symlink); `opts.tenants` is not used.
+    pub async fn spawn_at(
+        dir: tempfile::TempDir,
+        tenants_file: PathBuf,
+        opts: TestOptions,
+    ) -> Self {
+        let sim = Sim::start(opts.sim).await.expect("simulator starts");
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("TEST_JWT_SECRET".into(), JWT_SECRET.into());
         env.insert("TEST_IAM_PASSWORD".into(), IAM_PASSWORD.into());
