@@ -112,11 +112,18 @@ pub fn parse_phone_ids(body: &[u8], max_ids: usize) -> Result<Vec<Box<str>>, Api
     }
 }
 
+/// A parse error for the caller, never longer than a line: serde quotes the
+/// offending value, which may be the whole body.
 fn body_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
+    let full = e.to_string();
+    let mut msg = truncate(&full, 200).to_owned();
+    if msg.len() < full.len() {
+        msg.push_str(&format!("… at line {} column {}", e.line(), e.column()));
+    }
     match e.classify() {
-        Category::Data => format!("{e}"),
-        Category::Syntax | Category::Eof | Category::Io => format!("body is not valid JSON: {e}"),
+        Category::Data => msg,
+        Category::Syntax | Category::Eof | Category::Io => format!("body is not valid JSON: {msg}"),
     }
 }
 
