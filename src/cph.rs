@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{ProjectId, Region};
 use crate::iam::IamToken;
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -135,6 +136,9 @@ pub struct CphClient {
     endpoint: String,
     timeout: Duration,
     metrics: std::sync::Arc<Metrics>,
+    /// Parsed batch-stop URL per (region, project): parsing a URL on every
+    /// call costs more than the rest of building the request.
+    stop_urls: std::sync::Mutex<std::collections::HashMap<(Region, ProjectId), reqwest::Url>>,
 }
 
 impl CphClient {
@@ -149,7 +153,24 @@ impl CphClient {
             endpoint,
             timeout,
             metrics,
+            stop_urls: Default::default(),
         }
+    }
+
+    /// The project's batch-stop URL, parsed once.
+    fn stop_url(&self, project: &Project) -> Result<reqwest::Url, String> {
+        let key = (project.region.clone(), project.id.clone());
+        let mut urls = self.stop_urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(url) = urls.get(&key) {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!(
+            "{}/cloud-phone/phones/batch-stop",
+            self.base(project)
+        ))
+        .map_err(|e| format!("bad CPH URL: {e}"))?;
+        urls.insert(key, url.clone());
+        Ok(url)
     }
 
     fn base(&self, project: &Project) -> String {
@@ -174,7 +195,10 @@ impl CphClient {
             Ok(b) => b,
             Err(e) => return CallOutcome::NotSent(e.to_string()),
         };
-        let url = format!("{}/cloud-phone/phones/batch-stop", self.base(project));
+        let url = match self.stop_url(project) {
+            Ok(u) => u,
+            Err(e) => return CallOutcome::NotSent(e),
+        };
         let started = Instant::now();
         let sent = self
             .http
@@ -229,14 +253,26 @@ impl CphClient {
         if let Some(id) = upstream_request_id {
             span.record("upstream_request_id", id);
         }
-        tracing::info!(
-            project = %project.id,
-            ids = ids.len(),
-            status = outcome.label(),
-            latency_ms,
-            upstream_request_id,
-            "upstream batch-stop"
-        );
+        // Successes are routine (the request's own line sums them up);
+        // anything else is worth a line at the default level.
+        if matches!(outcome, CallOutcome::Jobs { .. }) {
+            tracing::debug!(
+                project = %project.id,
+                ids = ids.len(),
+                status = outcome.label(),
+                latency_ms,
+                upstream_request_id,
+                "upstream batch-stop"
+            );
+        } else {
+            tracing::warn!(
+                project = %project.id,
+                ids = ids.len(),
+                status = outcome.label(),
+                latency_ms,
+                "upstream batch-stop"
+            );
+        }
         outcome
     }
 

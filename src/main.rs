@@ -227,7 +227,7 @@ fn check_config(args: ConfigArg) -> Result<(), String> {
 }
 
 async fn sim(args: SimArgs) -> Result<(), String> {
-    telemetry::init_logging();
+    let _logs = telemetry::init_logging();
     let opts = SimOptions {
         listen: args.listen,
         iam_domain: args.iam_domain,
@@ -281,7 +281,7 @@ async fn free_or_any(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn demo(args: DemoArgs) -> Result<(), String> {
-    telemetry::init_logging();
+    let _logs = telemetry::init_logging();
     let sim = Sim::start(SimOptions {
         faults: Faults {
             latency_ms: args.sim_latency_ms,

@@ -55,6 +55,10 @@ pub async fn request_context(
         project = tracing::field::Empty,
         ids = tracing::field::Empty,
         batches = tracing::field::Empty,
+        stopped = tracing::field::Empty,
+        rejected = tracing::field::Empty,
+        failed = tracing::field::Empty,
+        unknown = tracing::field::Empty,
     );
     req.extensions_mut().insert(id.clone());
     metrics.in_flight.inc();

@@ -14,9 +14,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Keeps the OTLP exporter alive; dropping it flushes the spans not yet sent.
 #[must_use = "dropping the guard stops trace export"]
-#[derive(Default)]
 pub struct TelemetryGuard {
     provider: Option<Provider>,
+    /// Flushes the log writer's queue on drop.
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 #[cfg(feature = "otlp")]
@@ -37,15 +38,18 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber: readable text by default, JSON lines when
-/// `LOG_FORMAT=json`; level from `RUST_LOG` (default `info`); and, with the
-/// `otlp` feature and `telemetry.otlp_endpoint` set, OTLP/HTTP trace export.
-pub fn init_logging() {
-    // Without an OTLP endpoint there is nothing to fail.
-    let _ = init(None);
+/// Installs the global subscriber (see [`init`]) without trace export. Keep
+/// the guard for as long as logs should be written.
+pub fn init_logging() -> TelemetryGuard {
+    init(None).unwrap_or(TelemetryGuard {
+        provider: None,
+        _writer: None,
+    })
 }
 
-/// [`init_logging`] with an optional OTLP/HTTP traces endpoint.
+/// Installs the global subscriber: readable text by default, JSON lines when
+/// `LOG_FORMAT=json`; level from `RUST_LOG` (default `info`); and, with the
+/// `otlp` feature and an endpoint, OTLP/HTTP trace export.
 pub fn init(otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -53,17 +57,23 @@ pub fn init(otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    // Log lines go to stderr from a background thread: a request never waits
+    // on a slow or full stderr (a burst beyond the queue is dropped rather
+    // than stalling the runtime).
+    let (writer, writer_guard) = tracing_appender::non_blocking(std::io::stderr());
     let fmt: BoxLayer = if json {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
             .boxed()
     } else {
+        use std::io::IsTerminal;
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(writer.clone())
             .boxed()
     };
     let (otlp, provider) = match otlp_endpoint {
@@ -76,7 +86,10 @@ pub fn init(otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
     let layers: Vec<BoxLayer> = std::iter::once(fmt).chain(otlp).collect();
     // `try_init`: a second call (tests, demo) keeps the first subscriber.
     let _ = Registry::default().with(layers).with(filter).try_init();
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        _writer: Some(writer_guard),
+    })
 }
 
 #[cfg(not(feature = "otlp"))]
