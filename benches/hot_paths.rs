@@ -1,1 +1,218 @@
-fn main() {}
+//! Micro-benchmarks of the gateway's per-request hot paths:
+//!
+//! - `plan/*`: parsing and validating a 10,000-id body into a [`Plan`];
+//! - `merge/*`: merging 100 batch outcomes into one entry per id (and the
+//!   response's serialization, and the per-phone metric the handler counts);
+//! - `jwt/*`: caller JWT verification for HS256, RS256 and ES256, cold (the
+//!   verified-token cache disabled: every call checks the signature and
+//!   claims) and cached (the same token again: SHA-256 and a cache hit).
+//!
+//! Run: `cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3`.
+//! The end-to-end benchmark is `benches/run.sh`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use cph_gateway::auth::Authenticator;
+use cph_gateway::config::{AuthConfig, Config};
+use cph_gateway::cph::UpstreamJob;
+use cph_gateway::error::Code;
+use cph_gateway::plan::{BatchOutcome, Plan, StopResponse, merge};
+use cph_gateway::telemetry::Metrics;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+const PROJECT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+const IDS: usize = 10_000;
+const BATCH: usize = 100;
+const ISSUER: &str = "https://idp.bench.local";
+const AUDIENCE: &str = "cph-gateway";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
+
+/// The `i`-th seeded phone of the simulator (`cph_gateway::sim::phone_id`).
+fn ids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| cph_gateway::sim::phone_id(PROJECT, i as u32))
+        .collect()
+}
+
+fn plan_benches(c: &mut Criterion) {
+    let ids = ids(IDS);
+    let body = serde_json::to_vec(&json!({ "phone_ids": ids })).unwrap();
+    let boxed: Vec<Box<str>> = ids.iter().map(|s| s.as_str().into()).collect();
+
+    let mut g = c.benchmark_group("plan");
+    g.throughput(Throughput::Elements(IDS as u64));
+    g.bench_function("parse_10k", |b| {
+        b.iter(|| Plan::parse(black_box(&body), IDS, BATCH).unwrap())
+    });
+    g.bench_function("new_10k", |b| {
+        b.iter_batched(
+            || boxed.clone(),
+            |v| Plan::new(v, BATCH).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn merge_benches(c: &mut Criterion) {
+    let ids = ids(IDS);
+    let plan = Plan::new(ids.iter().map(|s| s.as_str().into()).collect(), BATCH).unwrap();
+    assert_eq!(plan.batch_count(), IDS / BATCH);
+    // What CPH answers: one job per id, in the batch's order.
+    let jobs: Vec<BatchOutcome> = plan
+        .batches()
+        .enumerate()
+        .map(|(b, batch)| {
+            BatchOutcome::Jobs(
+                batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| UpstreamJob {
+                        phone_id: id.to_string(),
+                        job_id: Some(format!("{:032x}", b * BATCH + i)),
+                        error_code: None,
+                        error_msg: None,
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let failed: Vec<BatchOutcome> = (0..plan.batch_count())
+        .map(|_| {
+            BatchOutcome::failed(
+                Code::UpstreamFailed,
+                "CPH unreachable after 3 attempts: connection refused; these phones were not stopped",
+            )
+        })
+        .collect();
+
+    let mut g = c.benchmark_group("merge");
+    g.throughput(Throughput::Elements(IDS as u64));
+    g.bench_function("jobs_10k", |b| {
+        b.iter(|| merge(black_box(&plan), black_box(&jobs)).jobs.len())
+    });
+    g.bench_function("failed_10k", |b| {
+        b.iter(|| merge(black_box(&plan), black_box(&failed)).jobs.len())
+    });
+    // What the stop handler does per entry after the merge: one
+    // `cphgw_phones_total` increment per phone.
+    let metrics = Metrics::new();
+    g.bench_function("jobs_10k_phone_metrics", |b| {
+        b.iter(|| {
+            let merged = merge(black_box(&plan), black_box(&jobs));
+            for entry in &merged.jobs {
+                metrics.phones(entry.outcome(), 1);
+            }
+            merged.jobs.len()
+        })
+    });
+    // The response as the handler writes it: merge, then serialize.
+    g.bench_function("jobs_10k_serialized", |b| {
+        b.iter(|| {
+            let merged = merge(black_box(&plan), black_box(&jobs));
+            let resp = StopResponse {
+                request_id: "0123456789abcdef0123456789abcdef",
+                error_code: None,
+                error_msg: None,
+                jobs: merged.jobs,
+            };
+            serde_json::to_vec(&resp).unwrap().len()
+        })
+    });
+    g.finish();
+}
+
+fn keys_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
+}
+
+/// The auth section of a gateway config with all three key sources.
+fn auth_config(verified_token_cache: u64) -> AuthConfig {
+    let keys = keys_dir();
+    let text = format!(
+        r#"
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+hs256_secret_env = "BENCH_JWT_SECRET"
+public_key_files = ["{rsa}", "{ec}"]
+verified_token_cache = {verified_token_cache}
+
+[iam]
+endpoint = "http://127.0.0.1:9"
+
+[iam.credentials.default]
+domain = "sim-domain"
+user = "sim-user"
+password_env = "BENCH_IAM_PASSWORD"
+
+[upstream]
+cph_endpoint = "http://127.0.0.1:9"
+"#,
+        rsa = keys.join("rsa-public.pem").display(),
+        ec = keys.join("ec-public.pem").display(),
+    );
+    let env: BTreeMap<String, String> = [
+        ("BENCH_JWT_SECRET".to_owned(), SECRET.to_owned()),
+        ("BENCH_IAM_PASSWORD".to_owned(), "sim-password".to_owned()),
+    ]
+    .into();
+    Config::from_toml(&text, &env)
+        .expect("bench config is valid")
+        .auth
+}
+
+fn mint(alg: Algorithm) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "bench", "tenant": "acme",
+        "iat": now, "nbf": now, "exp": now + 3600, "roles": [],
+    });
+    let read = |f: &str| std::fs::read(keys_dir().join(f)).expect("test key");
+    let key = match alg {
+        Algorithm::HS256 => EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&read("rsa-private.pem")).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec-private.pem")).unwrap(),
+        other => unreachable!("{other:?}"),
+    };
+    jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+}
+
+fn jwt_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A cache of 0 entries disables moka's map: every verify is the uncached path.
+    let cold = Authenticator::new(auth_config(0), reqwest::Client::new()).unwrap();
+    let cached = Authenticator::new(auth_config(10_000), reqwest::Client::new()).unwrap();
+
+    let mut g = c.benchmark_group("jwt");
+    for (name, alg) in [
+        ("hs256", Algorithm::HS256),
+        ("rs256", Algorithm::RS256),
+        ("es256", Algorithm::ES256),
+    ] {
+        let token = mint(alg);
+        let caller = rt.block_on(cold.verify(&token)).expect("token verifies");
+        assert_eq!(
+            caller.tenant.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("acme")
+        );
+        rt.block_on(cached.verify(&token)).unwrap();
+        g.bench_function(format!("{name}_cold"), |b| {
+            b.iter(|| rt.block_on(cold.verify(black_box(&token))).unwrap())
+        });
+        g.bench_function(format!("{name}_cached"), |b| {
+            b.iter(|| rt.block_on(cached.verify(black_box(&token))).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, plan_benches, merge_benches, jwt_benches);
+criterion_main!(benches);
