@@ -98,9 +98,7 @@ impl AppState {
     /// burst twice that).
     pub fn check_rate(&self, tenant: &TenantId) -> Result<(), ApiError> {
         self.limiter.check_key(tenant).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock()));
             let mut err = ApiError::new(
                 Code::RateLimited,
                 format!("rate limit of tenant {tenant} exceeded"),

@@ -363,6 +363,11 @@ impl Authenticator {
     }
 
     fn caller(&self, claims: Map<String, Value>) -> Result<Caller, AuthError> {
+        // RFC 7519: `iss` is one string (the library also accepts an array
+        // that contains the issuer).
+        if !claims.get("iss").is_some_and(Value::is_string) {
+            return Err(AuthError::Issuer);
+        }
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(AuthError::Claims),

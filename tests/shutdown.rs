@@ -1,0 +1,267 @@
+//! Graceful shutdown of the real binary: on SIGTERM the gateway stops
+//! accepting, finishes the requests in flight, and exits 0 within the grace
+//! period.
+
+mod common;
+
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use common::process::GatewayProcess;
+use cph_gateway::sim::{Faults, Sim, SimOptions, phone_id};
+use jsonwebtoken::Algorithm;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// `cph-gateway serve` (the real binary) against `sim`, with
+/// `server.shutdown_grace_ms = grace_ms`, once `/readyz` answers 200. The
+/// ports are fixed free ones (`GatewayProcess` picks them); killed on drop.
+struct Gateway {
+    process: GatewayProcess,
+    port: u16,
+    admin_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    async fn start(sim: &Sim, grace_ms: u64) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenants = dir.path().join("tenants.toml");
+        std::fs::write(&tenants, default_tenants()).expect("tenants file");
+        let config: String = base_config(&sim.url(), &tenants.display().to_string())
+            .lines()
+            .map(|line| {
+                if line.starts_with("shutdown_grace_ms =") {
+                    format!("shutdown_grace_ms = {grace_ms}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config_file = dir.path().join("gateway.toml");
+        std::fs::write(&config_file, config).expect("config file");
+        let process =
+            GatewayProcess::start(&config_file, dir.path(), &[("RUST_LOG", "info")]).await;
+        let port_of = |url: &str| {
+            url.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port in URL")
+        };
+        let gw = Gateway {
+            port: port_of(&process.url),
+            admin_port: port_of(&process.admin_url),
+            process,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let readyz = format!("{}/readyz", gw.process.admin_url);
+        let ready = eventually(Duration::from_secs(15), async || {
+            client
+                .get(&readyz)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        })
+        .await;
+        assert!(ready, "not ready:\n{}", gw.process.output());
+        gw
+    }
+
+    fn url(&self) -> &str {
+        &self.process.url
+    }
+
+    fn sigterm(&self) {
+        self.process.signal("TERM");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        self.process.output()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- gateway output ---\n{}", self.log());
+        }
+    }
+}
+
+fn token() -> String {
+    mint(Algorithm::HS256, &claims(Some(TENANT_A), &[]), None)
+}
+
+async fn sim_with_latency(latency_ms: u64) -> Sim {
+    Sim::start(SimOptions {
+        faults: Faults {
+            latency_ms,
+            ..Faults::default()
+        },
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// Whether a new TCP connection to `port` is refused.
+async fn refused(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+}
+
+/// A 10,000-id stop (100 batches, 8 at a time, 30 ms each: ~0.4 s) is in
+/// flight when SIGTERM arrives: it completes with every entry, new
+/// connections are refused, and the process exits 0 within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_stop_in_flight_then_exits_0() {
+    let sim = sim_with_latency(30).await;
+    let grace = Duration::from_secs(10);
+    let mut gw = Gateway::start(&sim, grace.as_millis() as u64).await;
+
+    let ids: Vec<String> = (0..10_000).map(|i| phone_id(PROJECT_A, i)).collect();
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/cloud-phone/phones/batch-stop", gw.url()))
+        .bearer_auth(token())
+        .json(&json!({ "phone_ids": ids }));
+    let in_flight = tokio::spawn(async move {
+        let resp = request
+            .send()
+            .await
+            .expect("the stop in flight is answered");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("JSON body");
+        (status, body, Instant::now())
+    });
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = eventually(Duration::from_secs(5), async || {
+        sim.stats().batch_stop_requests > 0
+    })
+    .await;
+    assert!(started, "the stop never reached the simulator");
+    let sent_before = sim.stats().batch_stop_requests;
+    assert!(
+        sent_before > 0 && sent_before < 100,
+        "the stop is not in flight at SIGTERM: {sent_before} of 100 batches sent"
+    );
+    let signalled = Instant::now();
+    gw.sigterm();
+
+    // While the stop drains, the gateway accepts no new connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        refused(gw.port).await,
+        "a new connection was accepted after SIGTERM"
+    );
+
+    let (status, body, answered) = in_flight.await.expect("request task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(answered > signalled, "answered before SIGTERM");
+    assert_accounts_for(&ids, &body);
+    let jobs = body["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 10_000);
+    assert!(
+        jobs.iter().all(|e| e["job_id"].is_string()),
+        "a phone of the drained stop was not stopped"
+    );
+    assert_eq!(sim.stats().batch_stop_requests, 100);
+
+    let status = gw
+        .wait_exit(grace)
+        .await
+        .unwrap_or_else(|| panic!("still running {grace:?} after SIGTERM"));
+    let exited_after = signalled.elapsed();
+    println!(
+        "SIGTERM with a 10,000-id stop in flight ({sent_before} of 100 batches sent): \
+         answered {:?} and exited {exited_after:?} after the signal",
+        answered - signalled
+    );
+    assert!(status.success(), "exit status {status}:\n{}", gw.log());
+    assert_eq!(status.code(), Some(0));
+    assert!(refused(gw.port).await, "caller port still open after exit");
+    assert!(
+        refused(gw.admin_port).await,
+        "admin port still open after exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_an_idle_gateway_exits_0_quickly() {
+    let sim = sim_with_latency(0).await;
+    let mut gw = Gateway::start(&sim, 10_000).await;
+    // One stop first, so that idle keep-alive connections exist.
+    let ids = vec![phone_id(PROJECT_A, 1)];
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/cloud-phone/phones/batch-stop", gw.url()))
+        .bearer_auth(token())
+        .json(&json!({ "phone_ids": ids }))
+        .send()
+        .await
+        .expect("stop answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let signalled = Instant::now();
+    gw.sigterm();
+    let status = gw
+        .wait_exit(Duration::from_secs(2))
+        .await
+        .expect("an idle gateway exits within 2 s of SIGTERM");
+    println!("idle SIGTERM: exited after {:?}", signalled.elapsed());
+    assert_eq!(status.code(), Some(0), "{}", gw.log());
+    assert!(refused(gw.port).await);
+}
+
+/// A stop that cannot finish (CPH answers after 5 s) does not hold the
+/// process past the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_by_the_grace_period() {
+    let sim = sim_with_latency(5_000).await;
+    let mut gw = Gateway::start(&sim, 500).await;
+    let ids = vec![phone_id(PROJECT_A, 2)];
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/cloud-phone/phones/batch-stop", gw.url()))
+        .bearer_auth(token())
+        .json(&json!({ "phone_ids": ids }));
+    let in_flight = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
+    let ok = eventually(Duration::from_secs(5), async || {
+        sim.stats().batch_stop_requests > 0
+    })
+    .await;
+    assert!(ok, "the stop never reached the simulator");
+    let signalled = Instant::now();
+    gw.sigterm();
+    let status = gw
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .expect("exits within the 500 ms grace period (plus slack)");
+    let took = signalled.elapsed();
+    println!("SIGTERM with a stuck stop, grace 500 ms: exited after {took:?} ({status})");
+    assert!(
+        took >= Duration::from_millis(450),
+        "exited before the grace period: {took:?}"
+    );
+    assert_eq!(status.code(), Some(0), "{}", gw.log());
+    // The abandoned caller sees an error, not a hang.
+    let outcome = tokio::time::timeout(Duration::from_secs(3), in_flight)
+        .await
+        .expect("the abandoned request ends");
+    println!("abandoned request: {outcome:?}");
+}
