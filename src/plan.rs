@@ -263,15 +263,23 @@ pub struct JobEntry<'a> {
     pub error_msg: Option<&'a str>,
 }
 
+/// The `outcome` labels of `cphgw_phones_total`: a job; a CPH error; a
+/// gateway failure (0301/0303); an unknown outcome (0302).
+pub const OUTCOMES: [&str; 4] = ["stopped", "rejected", "failed", "unknown"];
+
 impl JobEntry<'_> {
-    /// The `cphgw_phones_total` outcome label of this entry.
-    pub fn outcome(&self) -> &'static str {
+    fn outcome_index(&self) -> usize {
         match (self.job_id, self.error_code) {
-            (Some(_), None) => "stopped",
-            (_, Some(c)) if c == Code::UpstreamTimeout.as_str() => "unknown",
-            (_, Some(c)) if c.starts_with("CPHGW.") => "failed",
-            _ => "rejected",
+            (Some(_), None) => 0,
+            (_, Some(c)) if c == Code::UpstreamTimeout.as_str() => 3,
+            (_, Some(c)) if c.starts_with("CPHGW.") => 2,
+            _ => 1,
         }
+    }
+
+    /// This entry's label in [`OUTCOMES`].
+    pub fn outcome(&self) -> &'static str {
+        OUTCOMES[self.outcome_index()]
     }
 }
 
@@ -283,6 +291,17 @@ pub struct Merged<'a> {
     pub jobs: Vec<JobEntry<'a>>,
     /// Set when no batch got a definite answer: the status code to answer.
     pub failure: Option<Code>,
+}
+
+impl Merged<'_> {
+    /// How many entries have each outcome, in the order of [`OUTCOMES`].
+    pub fn outcome_counts(&self) -> [(&'static str, u64); 4] {
+        let mut counts = [0u64; 4];
+        for entry in &self.jobs {
+            counts[entry.outcome_index()] += 1;
+        }
+        std::array::from_fn(|i| (OUTCOMES[i], counts[i]))
+    }
 }
 
 /// Merges batch outcomes (one per batch of `plan`, in batch order).

@@ -107,21 +107,7 @@ async fn stop(
         .run(&project, &plan, request_id.as_str(), deadline)
         .await;
     let merged = merge(&plan, &outcomes);
-    let mut outcomes: [(&'static str, u64); 4] = [
-        ("stopped", 0),
-        ("rejected", 0),
-        ("failed", 0),
-        ("unknown", 0),
-    ];
-    for entry in &merged.jobs {
-        if let Some(slot) = outcomes
-            .iter_mut()
-            .find(|(name, _)| *name == entry.outcome())
-        {
-            slot.1 += 1;
-        }
-    }
-    for (outcome, n) in outcomes {
+    for (outcome, n) in merged.outcome_counts() {
         span.record(outcome, n);
         if n > 0 {
             app.metrics.phones(outcome, n);
