@@ -15,22 +15,43 @@ use crate::domain::{RequestId, is_valid_id};
 use crate::error::{ApiError, Code, ErrorJson};
 use crate::routes::extract::{Authenticated, TenantContext};
 
+/// The answers of both job-query routes (for the API document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum JobAnswers {
+    /// CPH's job, as CPH answered: {request_id, job_id, phone_id, begin_time, end_time, status (1 running, 2 success, -1 failed), error_code, error_msg}
+    #[response(status = 200)]
+    Job(serde_json::Map<String, serde_json::Value>),
+    /// CPHGW.0002 malformed job id
+    #[response(status = 400)]
+    BadRequest(ErrorJson<'static>),
+    /// CPHGW.0101 invalid JWT
+    #[response(status = 401)]
+    Unauthorized(ErrorJson<'static>),
+    /// CPHGW.0102 tenant not mapped or project not the tenant's
+    #[response(status = 403)]
+    Forbidden(ErrorJson<'static>),
+    /// CPH's answer for an unknown job, passed through
+    #[response(status = 404)]
+    NotFound(serde_json::Map<String, serde_json::Value>),
+    /// CPHGW.0301 upstream failed
+    #[response(status = 502)]
+    UpstreamFailed(ErrorJson<'static>),
+    /// CPHGW.0303 no IAM token
+    #[response(status = 503)]
+    IamUnavailable(ErrorJson<'static>),
+    /// CPHGW.0302 upstream timed out
+    #[response(status = 504)]
+    UpstreamTimeout(ErrorJson<'static>),
+}
+
 /// CPH's job query in the tenant's default project.
 #[utoipa::path(
     get,
     path = "/v1/cloud-phone/jobs/{job_id}",
     tag = "caller",
     params(("job_id" = String, Path, description = "A job_id from a stop answer")),
-    responses(
-        (status = 200, description = "CPH's job, as CPH answered: {request_id, job_id, phone_id, begin_time, end_time, status (1 running, 2 success, -1 failed), error_code, error_msg}", body = Object),
-        (status = 400, description = "CPHGW.0002 malformed job id", body = ErrorJson),
-        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
-        (status = 404, description = "CPH's answer for an unknown job, passed through", body = Object),
-        (status = 502, description = "CPHGW.0301 upstream failed", body = ErrorJson),
-        (status = 503, description = "CPHGW.0303 no IAM token", body = ErrorJson),
-        (status = 504, description = "CPHGW.0302 upstream timed out", body = ErrorJson),
-    )
+    responses(JobAnswers)
 )]
 pub async fn job_default(
     State(app): State<Arc<AppState>>,
@@ -50,16 +71,7 @@ pub async fn job_default(
         ("project_id" = String, Path, description = "One of the caller tenant's projects"),
         ("job_id" = String, Path, description = "A job_id from a stop answer"),
     ),
-    responses(
-        (status = 200, description = "CPH's job, as CPH answered: {request_id, job_id, phone_id, begin_time, end_time, status (1 running, 2 success, -1 failed), error_code, error_msg}", body = Object),
-        (status = 400, description = "CPHGW.0002 malformed job id", body = ErrorJson),
-        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
-        (status = 404, description = "CPH's answer for an unknown job, passed through", body = Object),
-        (status = 502, description = "CPHGW.0301 upstream failed", body = ErrorJson),
-        (status = 503, description = "CPHGW.0303 no IAM token", body = ErrorJson),
-        (status = 504, description = "CPHGW.0302 upstream timed out", body = ErrorJson),
-    )
+    responses(JobAnswers)
 )]
 pub async fn job_in_project(
     State(app): State<Arc<AppState>>,

@@ -17,6 +17,39 @@ use crate::error::{ApiError, Code};
 use crate::plan::{Plan, StopRequest, StopResponse, merge};
 use crate::routes::extract::{Authenticated, TenantContext};
 
+/// The answers of both batch-stop routes (for the API document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum StopAnswers {
+    /// One entry per distinct phone id, in request order; per-phone errors inside
+    #[response(status = 200)]
+    Stopped(StopResponse<'static>),
+    /// CPHGW.0001 bad body, CPHGW.0002 bad phone id
+    #[response(status = 400)]
+    BadRequest(ErrorJson<'static>),
+    /// CPHGW.0101 invalid JWT
+    #[response(status = 401)]
+    Unauthorized(ErrorJson<'static>),
+    /// CPHGW.0102 tenant not mapped or project not the tenant's
+    #[response(status = 403)]
+    Forbidden(ErrorJson<'static>),
+    /// CPHGW.0003 too many ids or body too large
+    #[response(status = 413)]
+    TooLarge(ErrorJson<'static>),
+    /// CPHGW.0201 tenant rate limit; Retry-After set
+    #[response(status = 429)]
+    RateLimited(ErrorJson<'static>),
+    /// CPHGW.0301 no batch got a definite answer; every phone listed
+    #[response(status = 502)]
+    UpstreamFailed(StopResponse<'static>),
+    /// CPHGW.0303 no IAM token; every phone listed
+    #[response(status = 503)]
+    IamUnavailable(StopResponse<'static>),
+    /// CPHGW.0302 upstream timed out; every phone listed
+    #[response(status = 504)]
+    UpstreamTimeout(StopResponse<'static>),
+}
+
 /// Stops phones in the tenant's default project.
 #[utoipa::path(
     post,
@@ -24,17 +57,7 @@ use crate::routes::extract::{Authenticated, TenantContext};
     tag = "caller",
     request_body = StopRequest,
     params(("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters")),
-    responses(
-        (status = 200, description = "One entry per distinct phone id, in request order; per-phone errors inside", body = StopResponse),
-        (status = 400, description = "CPHGW.0001 bad body, CPHGW.0002 bad phone id", body = ErrorJson),
-        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
-        (status = 413, description = "CPHGW.0003 too many ids or body too large", body = ErrorJson),
-        (status = 429, description = "CPHGW.0201 tenant rate limit; Retry-After set", body = ErrorJson),
-        (status = 502, description = "CPHGW.0301 no batch got a definite answer; every phone listed", body = StopResponse),
-        (status = 503, description = "CPHGW.0303 no IAM token; every phone listed", body = StopResponse),
-        (status = 504, description = "CPHGW.0302 upstream timed out; every phone listed", body = StopResponse),
-    )
+    responses(StopAnswers)
 )]
 pub async fn stop_default(
     State(app): State<Arc<AppState>>,
@@ -56,17 +79,7 @@ pub async fn stop_default(
         ("project_id" = String, Path, description = "One of the caller tenant's projects"),
         ("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters"),
     ),
-    responses(
-        (status = 200, description = "One entry per distinct phone id, in request order; per-phone errors inside", body = StopResponse),
-        (status = 400, description = "CPHGW.0001 bad body, CPHGW.0002 bad phone id", body = ErrorJson),
-        (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0102 tenant not mapped or project not the tenant's", body = ErrorJson),
-        (status = 413, description = "CPHGW.0003 too many ids or body too large", body = ErrorJson),
-        (status = 429, description = "CPHGW.0201 tenant rate limit; Retry-After set", body = ErrorJson),
-        (status = 502, description = "CPHGW.0301 no batch got a definite answer; every phone listed", body = StopResponse),
-        (status = 503, description = "CPHGW.0303 no IAM token; every phone listed", body = StopResponse),
-        (status = 504, description = "CPHGW.0302 upstream timed out; every phone listed", body = StopResponse),
-    )
+    responses(StopAnswers)
 )]
 pub async fn stop_in_project(
     State(app): State<Arc<AppState>>,
