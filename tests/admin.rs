@@ -811,16 +811,9 @@ async fn sighup_reloads_the_tenants_file_of_the_real_binary() {
     let sim = Sim::start(Default::default()).await.expect("sim");
     let dir = tempfile::tempdir().expect("temp dir");
     let tenants = dir.path().join("tenants.toml");
-    std::fs::write(&tenants, default_tenants()).expect("write tenants");
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        base_config(&sim.url(), &tenants.display().to_string()),
-    )
-    .expect("write config");
     // The watcher polls only once a minute: it cannot be what applies the change.
-    let mut gw = GatewayProcess::start(
-        &config,
+    let mut gw = GatewayProcess::start_against(
+        &sim,
         dir.path(),
         &[("CPHGW__TENANTS__WATCH_INTERVAL_MS", "60000")],
     )

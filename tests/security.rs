@@ -486,16 +486,8 @@ struct LoggedRun {
 async fn logged_run() -> LoggedRun {
     let sim = Sim::start(Default::default()).await.expect("sim");
     let dir = tempfile::tempdir().expect("temp dir");
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(&tenants, default_tenants()).expect("write tenants");
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        base_config(&sim.url(), &tenants.display().to_string()),
-    )
-    .expect("write config");
-    let mut gw = GatewayProcess::start(
-        &config,
+    let mut gw = GatewayProcess::start_against(
+        &sim,
         dir.path(),
         &[("RUST_LOG", "trace"), ("LOG_FORMAT", "json")],
     )

@@ -27,23 +27,16 @@ struct Gateway {
 impl Gateway {
     async fn start(sim: &Sim, grace_ms: u64) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let tenants = dir.path().join("tenants.toml");
-        std::fs::write(&tenants, default_tenants()).expect("tenants file");
-        let config: String = base_config(&sim.url(), &tenants.display().to_string())
-            .lines()
-            .map(|line| {
-                if line.starts_with("shutdown_grace_ms =") {
-                    format!("shutdown_grace_ms = {grace_ms}")
-                } else {
-                    line.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let config_file = dir.path().join("gateway.toml");
-        std::fs::write(&config_file, config).expect("config file");
-        let process =
-            GatewayProcess::start(&config_file, dir.path(), &[("RUST_LOG", "info")]).await;
+        let grace = grace_ms.to_string();
+        let process = GatewayProcess::start_against(
+            sim,
+            dir.path(),
+            &[
+                ("RUST_LOG", "info"),
+                ("CPHGW__SERVER__SHUTDOWN_GRACE_MS", &grace),
+            ],
+        )
+        .await;
         let port_of = |url: &str| {
             url.rsplit(':')
                 .next()

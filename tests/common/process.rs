@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::{IAM_PASSWORD, JWT_SECRET, eventually};
+use cph_gateway::sim::Sim;
+
+use super::{IAM_PASSWORD, JWT_SECRET, base_config, default_tenants, eventually};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -27,6 +29,21 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
+    /// Writes the default tenants file (`dir/tenants.toml`) and the test
+    /// config for `sim` (`dir/gateway.toml`) and starts the binary on them;
+    /// `env` adds variables, e.g. `CPHGW__…` overrides.
+    pub async fn start_against(sim: &Sim, dir: &Path, env: &[(&str, &str)]) -> Self {
+        let tenants = dir.join("tenants.toml");
+        std::fs::write(&tenants, default_tenants()).expect("write tenants");
+        let config = dir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            base_config(&sim.url(), &tenants.display().to_string()),
+        )
+        .expect("write config");
+        Self::start(&config, dir, env).await
+    }
+
     /// Starts `serve --config config` on free ports, with only the test
     /// secrets and `env` in its environment, output into files in
     /// `out_dir`, and waits until `/healthz` answers.
