@@ -311,14 +311,17 @@ pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
     for (batch, outcome) in plan.batches().zip(outcomes) {
         match outcome {
             BatchOutcome::Jobs(upstream) => {
-                let by_id: HashMap<&str, &UpstreamJob> = upstream
+                // The first usable entry of each phone (CPH sends one).
+                let mut by_id: HashMap<&str, &UpstreamJob> = HashMap::with_capacity(upstream.len());
+                for j in upstream
                     .iter()
-                    .rev()
-                    .map(|j| (j.phone_id.as_str(), j))
-                    .collect();
+                    .filter(|j| j.job_id.is_some() || j.error_code.is_some())
+                {
+                    by_id.entry(j.phone_id.as_str()).or_insert(j);
+                }
                 for id in batch {
                     jobs.push(match by_id.get(&**id) {
-                        Some(j) if j.job_id.is_some() || j.error_code.is_some() => JobEntry {
+                        Some(j) => JobEntry {
                             phone_id: id,
                             job_id: j.job_id.as_deref(),
                             error_code: j.error_code.as_deref(),
