@@ -3,6 +3,7 @@
 //! budget and the request's deadline; one [`BatchOutcome`] per batch.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,28 @@ impl RetryBudget {
 struct ProjectSlot {
     limit: Semaphore,
     in_flight: Gauge,
+}
+
+/// What one request's upstream calls came to, for its log line.
+#[derive(Debug, Default)]
+pub struct CallSummary {
+    /// Upstream calls made (retries included).
+    pub calls: AtomicU32,
+    /// Calls that did not answer 200 with jobs.
+    pub failed: AtomicU32,
+    /// Slowest call, in microseconds.
+    pub max_latency_us: AtomicU64,
+}
+
+impl CallSummary {
+    fn record(&self, ok: bool, latency: std::time::Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.max_latency_us.fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 /// Executes stop plans.
@@ -130,6 +153,7 @@ impl Fanout {
         plan: &Plan,
         request_id: &str,
         deadline: Instant,
+        summary: &CallSummary,
     ) -> Vec<BatchOutcome> {
         let slot = self.project_slot(&project.id);
         let mut outcomes: Vec<Option<BatchOutcome>> =
@@ -144,7 +168,7 @@ impl Fanout {
                 async move {
                     (
                         index,
-                        self.run_batch(project, slot, ids, request_id, deadline)
+                        self.run_batch(project, slot, ids, request_id, deadline, summary)
                             .await,
                     )
                 }
@@ -167,6 +191,7 @@ impl Fanout {
         ids: &[Box<str>],
         request_id: &str,
         deadline: Instant,
+        summary: &CallSummary,
     ) -> BatchOutcome {
         let not_sent = || {
             BatchOutcome::failed(
@@ -199,6 +224,7 @@ impl Fanout {
                 latency_ms = tracing::field::Empty,
                 upstream_request_id = tracing::field::Empty,
             );
+            let started = Instant::now();
             let call = tokio::time::timeout_at(
                 deadline,
                 self.cph
@@ -208,6 +234,10 @@ impl Fanout {
             .await;
             slot.in_flight.dec();
             drop(permit);
+            summary.record(
+                matches!(call, Ok(CallOutcome::Jobs { .. })),
+                started.elapsed(),
+            );
             let Ok(outcome) = call else {
                 return BatchOutcome::failed(
                     Code::UpstreamTimeout,

@@ -59,6 +59,9 @@ pub async fn request_context(
         rejected = tracing::field::Empty,
         failed = tracing::field::Empty,
         unknown = tracing::field::Empty,
+        upstream_calls = tracing::field::Empty,
+        upstream_failed = tracing::field::Empty,
+        upstream_max_ms = tracing::field::Empty,
     );
     req.extensions_mut().insert(id.clone());
     metrics.in_flight.inc();

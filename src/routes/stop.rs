@@ -2,6 +2,7 @@
 //! `POST /v1/{project_id}/cloud-phone/phones/batch-stop`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Extension;
 use axum::Json;
@@ -14,6 +15,7 @@ use crate::app::AppState;
 use crate::domain::RequestId;
 use crate::error::ErrorJson;
 use crate::error::{ApiError, Code};
+use crate::fanout::CallSummary;
 use crate::plan::{Plan, StopRequest, StopResponse, merge};
 use crate::routes::extract::{Authenticated, TenantContext};
 
@@ -115,10 +117,17 @@ async fn stop(
     span.record("batches", plan.batch_count());
 
     let deadline = tokio::time::Instant::now() + app.config.limits.request_timeout;
+    let calls = CallSummary::default();
     let outcomes = app
         .fanout
-        .run(&project, &plan, request_id.as_str(), deadline)
+        .run(&project, &plan, request_id.as_str(), deadline, &calls)
         .await;
+    span.record("upstream_calls", calls.calls.load(Ordering::Relaxed));
+    span.record("upstream_failed", calls.failed.load(Ordering::Relaxed));
+    span.record(
+        "upstream_max_ms",
+        calls.max_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+    );
     let merged = merge(&plan, &outcomes);
     for (outcome, n) in merged.outcome_counts() {
         span.record(outcome, n);
