@@ -890,15 +890,8 @@ async fn a_tenant_cannot_read_another_tenants_jobs() {
     let b_phone = cph_gateway::sim::phone_id(PROJECT_B, 7);
 
     let get = async |token: &str, path: String| {
-        let resp = app
-            .client
-            .get(format!("{}{path}", app.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("job query");
-        let status = resp.status();
-        (status, resp.text().await.expect("body"))
+        let (status, _, text) = app.get(&path, token).await;
+        (status, text)
     };
     // B itself can read it (so the id is right).
     let (status, text) = get(

@@ -39,16 +39,7 @@ async fn post_raw(
 
 /// A GET on the caller API.
 async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
-    let resp = app
-        .client
-        .get(format!("{}{path}", app.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("gateway answers");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
+    let (status, headers, text) = app.get(path, token).await;
     let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     (status, headers, body)
 }

@@ -210,6 +210,24 @@ impl TestApp {
         (status, body)
     }
 
+    /// A GET on the caller API with `token`: status, headers, body text.
+    pub async fn get(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.expect("body"))
+    }
+
     /// Seeded phones `from..from+n` of `project`.
     pub fn phones(&self, project: &str, from: u32, n: u32) -> Vec<String> {
         (from..from + n)
