@@ -2,7 +2,7 @@
 //!
 //! - `plan/*`: parsing and validating a 10,000-id body into a [`Plan`];
 //! - `merge/*`: merging 100 batch outcomes into one entry per id (and the
-//!   response's serialization, and the per-phone metric the handler counts);
+//!   response's serialization, and the per-outcome phone counts of the metrics);
 //! - `jwt/*`: caller JWT verification for HS256, RS256 and ES256, cold (the
 //!   verified-token cache disabled: every call checks the signature and
 //!   claims) and cached (the same token again: SHA-256 and a cache hit).
@@ -16,10 +16,12 @@ use std::path::PathBuf;
 
 use cph_gateway::auth::Authenticator;
 use cph_gateway::config::{AuthConfig, Config};
-use cph_gateway::cph::UpstreamJob;
-use cph_gateway::error::Code;
-use cph_gateway::plan::{BatchOutcome, Plan, StopResponse, merge};
+use cph_gateway::domain::Code;
+use cph_gateway::stop::fanout::answers;
+use cph_gateway::stop::merge::{BatchOutcome, StopResponse, merge};
+use cph_gateway::stop::plan::Plan;
 use cph_gateway::telemetry::Metrics;
+use cph_gateway::upstream::cph::UpstreamJob;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -31,10 +33,10 @@ const ISSUER: &str = "https://idp.bench.local";
 const AUDIENCE: &str = "cph-gateway";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
-/// The `i`-th seeded phone of the simulator (`cph_gateway::sim::phone_id`).
+/// The first `n` seeded phones of the simulator (`cph_sim::phone_id`).
 fn ids(n: usize) -> Vec<String> {
     (0..n)
-        .map(|i| cph_gateway::sim::phone_id(PROJECT, i as u32))
+        .map(|i| cph_sim::phone_id(PROJECT, i as u32))
         .collect()
 }
 
@@ -62,12 +64,13 @@ fn merge_benches(c: &mut Criterion) {
     let ids = ids(IDS);
     let plan = Plan::new(ids.iter().map(|s| s.as_str().into()).collect(), BATCH).unwrap();
     assert_eq!(plan.batch_count(), IDS / BATCH);
-    // What CPH answers: one job per id, in the batch's order.
+    // What CPH answers: one job per id, in the batch's order (normalised as
+    // the fan-out does).
     let jobs: Vec<BatchOutcome> = plan
         .batches()
         .enumerate()
         .map(|(b, batch)| {
-            BatchOutcome::Jobs(
+            BatchOutcome::Jobs(answers(
                 batch
                     .iter()
                     .enumerate()
@@ -78,7 +81,7 @@ fn merge_benches(c: &mut Criterion) {
                         error_msg: None,
                     })
                     .collect(),
-            )
+            ))
         })
         .collect();
     let failed: Vec<BatchOutcome> = (0..plan.batch_count())
@@ -98,14 +101,16 @@ fn merge_benches(c: &mut Criterion) {
     g.bench_function("failed_10k", |b| {
         b.iter(|| merge(black_box(&plan), black_box(&failed)).jobs.len())
     });
-    // What the stop handler does per entry after the merge: one
-    // `cphgw_phones_total` increment per phone.
+    // What a stop does after the merge: count the entries by outcome and
+    // add each count to `cphgw_phones_total`.
     let metrics = Metrics::new();
     g.bench_function("jobs_10k_phone_metrics", |b| {
         b.iter(|| {
             let merged = merge(black_box(&plan), black_box(&jobs));
-            for entry in &merged.jobs {
-                metrics.phones(entry.outcome(), 1);
+            for (outcome, n) in merged.outcome_counts() {
+                if n > 0 {
+                    metrics.phones(outcome.label(), n);
+                }
             }
             merged.jobs.len()
         })

@@ -1,25 +1,24 @@
 //! cph-gateway: lets internal services stop Huawei Cloud Phones (CPH) through
-//! one endpoint. A request flows through the modules in this order:
+//! one endpoint. The modules, in the order a request meets them:
 //!
-//! `auth` (JWT → caller) → `tenants` (tenant → project) → `plan` (validate,
-//! dedupe, split) → `fanout` (bounded concurrency, retries, `iam` tokens,
-//! `cph` client) → `plan::merge` (one entry per phone, in request order).
+//! - [`http`]: listeners, middleware, routes (the caller and admin APIs);
+//! - [`auth`]: the caller's JWT becomes a `Caller`;
+//! - [`tenants`]: the caller's tenant becomes a `Project`;
+//! - [`stop`]: plan (parse, dedupe, split), fan-out, merge;
+//! - [`upstream`]: IAM tokens and the CPH client;
+//!
+//! below them all [`domain`] (validated ids, the contract's error codes) and
+//! [`config`]; beside them [`telemetry`] (logs and metrics).
 
-pub mod app;
 pub mod auth;
 pub mod config;
-pub mod cph;
 pub mod domain;
-pub mod error;
-pub mod fanout;
-pub mod iam;
-pub mod middleware;
-pub mod openapi;
-pub mod plan;
-pub mod routes;
-pub mod sim;
+pub mod http;
+pub mod stop;
 pub mod telemetry;
 pub mod tenants;
+pub mod upstream;
 
-pub use app::{App, AppState, RunningApp, StartError};
 pub use config::Config;
+pub use http::server::{App, RunningApp, shutdown_signal};
+pub use http::state::{AppState, StartError};

@@ -9,9 +9,8 @@
 
 use std::collections::HashSet;
 
-use cph_gateway::domain::is_valid_id;
-use cph_gateway::error::Code;
-use cph_gateway::plan::Plan;
+use cph_gateway::domain::{Code, is_valid_id};
+use cph_gateway::stop::plan::Plan;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_IDS: usize = 10_000;

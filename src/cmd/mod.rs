@@ -1,0 +1,6 @@
+//! One module per command of the `cph-gateway` binary.
+
+pub mod demo;
+pub mod serve;
+pub mod sim;
+pub mod token;

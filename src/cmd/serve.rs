@@ -1,0 +1,45 @@
+//! `serve` and `check-config`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use cph_gateway::config::{Config, ProcessEnv};
+use cph_gateway::{App, AppState, shutdown_signal, telemetry};
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// Path of the gateway's TOML config (see config/gateway.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+pub async fn serve(args: ConfigArg) -> Result<(), String> {
+    let config = Config::load(&args.config, &ProcessEnv).map_err(|e| e.to_string())?;
+    let _telemetry = telemetry::init(config.telemetry.otlp_endpoint.as_deref())?;
+    let app = App::build(config).await.map_err(|e| e.to_string())?;
+    tracing::info!(listen = %app.addr(), admin_listen = %app.admin_addr(), "cph-gateway serving");
+    app.run(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("cph-gateway stopped");
+    Ok(())
+}
+
+pub fn check_config(args: ConfigArg) -> Result<(), String> {
+    let config = Config::load(&args.config, &ProcessEnv).map_err(|e| e.to_string())?;
+    let state = AppState::new(config).map_err(|e| e.to_string())?;
+    let registry = state.tenants.load();
+    let projects: usize = registry
+        .spec()
+        .tenants
+        .values()
+        .map(|t| t.projects.len())
+        .sum();
+    println!(
+        "config OK: {} tenants, {} projects, {} IAM credentials",
+        registry.len(),
+        projects,
+        state.config.iam.credentials.len()
+    );
+    Ok(())
+}

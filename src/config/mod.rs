@@ -1,0 +1,221 @@
+//! Typed configuration: one TOML file, every key overridable by an environment
+//! variable `CPHGW__SECTION__KEY`, secrets read only from the variables or files
+//! the config names, and refusal of any config that cannot work with a message
+//! that names the key. One file per section.
+
+mod auth;
+mod error;
+mod iam;
+mod limits;
+mod load;
+mod server;
+mod telemetry;
+mod tenants;
+mod upstream;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use auth::AuthConfig;
+pub use error::ConfigError;
+pub use iam::{Credential, IamConfig};
+pub use limits::LimitsConfig;
+pub use load::{ENV_PREFIX, Env, ProcessEnv};
+pub use server::ServerConfig;
+pub use telemetry::TelemetryConfig;
+pub use tenants::TenantsConfig;
+pub use upstream::UpstreamConfig;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: server::RawServer,
+    auth: auth::RawAuth,
+    #[serde(default)]
+    iam: iam::RawIam,
+    #[serde(default)]
+    upstream: upstream::RawUpstream,
+    #[serde(default)]
+    limits: limits::RawLimits,
+    #[serde(default)]
+    tenants: tenants::RawTenants,
+    #[serde(default)]
+    telemetry: telemetry::RawTelemetry,
+}
+
+/// The gateway's configuration, validated: every value here can work.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub iam: IamConfig,
+    pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
+    pub tenants: TenantsConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Reads `path`, applies `CPHGW__…` overrides from `env`, resolves secrets
+    /// and validates.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Parses config text (see [`Config::load`]).
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::new("config", format!("not valid TOML: {}", e.message())))?;
+        load::apply_env_overrides(&mut value, env)?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::new(
+                    if key == "." { "config".into() } else { key },
+                    e.into_inner().message(),
+                )
+            })?;
+        raw.validate(env)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, env: &dyn Env) -> Result<Config, ConfigError> {
+        Ok(Config {
+            server: self.server.validate()?,
+            auth: self.auth.validate(env)?,
+            iam: self.iam.validate(env)?,
+            upstream: self.upstream.validate()?,
+            limits: self.limits.validate()?,
+            tenants: self.tenants.validate()?,
+            telemetry: self.telemetry.validate()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const MINIMAL: &str = r#"
+[auth]
+issuer = "https://idp"
+hs256_secret_env = "S"
+"#;
+
+    const SECRET: (&str, &str) = ("S", "0123456789abcdef0123456789abcdef");
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = Config::from_toml(MINIMAL, &env(&[SECRET])).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.upstream.max_batch_size, 100);
+        assert_eq!(c.upstream.max_concurrency_per_request, 8);
+        assert_eq!(c.upstream.max_concurrency_per_project, 32);
+        assert_eq!(c.upstream.timeout, Duration::from_secs(10));
+        assert_eq!(c.upstream.max_retries, 2);
+        assert_eq!(c.limits.max_phone_ids, 10_000);
+        assert_eq!(c.limits.max_body_bytes, 1_048_576);
+        assert_eq!(c.limits.tenant_rate_per_s, 50);
+        assert_eq!(c.auth.leeway_s, 30);
+        assert_eq!(c.iam.refresh_before_expiry, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn env_overrides_any_key() {
+        let c = Config::from_toml(
+            MINIMAL,
+            &env(&[
+                SECRET,
+                ("CPHGW__SERVER__LISTEN", "127.0.0.1:9999"),
+                ("CPHGW__UPSTREAM__MAX_BATCH_SIZE", "7"),
+                ("CPHGW__IAM__CREDENTIALS__MAIN__DOMAIN", "d"),
+                ("CPHGW__IAM__CREDENTIALS__MAIN__USER", "u"),
+                ("CPHGW__IAM__CREDENTIALS__MAIN__PASSWORD_ENV", "P"),
+                ("P", "pw"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(c.upstream.max_batch_size, 7);
+        assert_eq!(c.iam.credentials["main"].password.expose_secret(), "pw");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (MINIMAL, &[], "auth.hs256_secret_env"),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__UPSTREAM__MAX_BATCH_SIZE", "0")],
+                "upstream.max_batch_size",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__UPSTREAM__TIMEOUT_MS", "soon")],
+                "upstream.timeout_ms",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__SERVER__LISTEN", "nowhere")],
+                "server.listen",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__UPSTREAM__TYPO", "1")],
+                "upstream",
+            ),
+            ("[auth]\nissuer = \"x\"\n", &[], "auth"),
+            (
+                MINIMAL,
+                &[
+                    SECRET,
+                    ("CPHGW__AUTH__PUBLIC_KEY_FILES", "[\"/nonexistent.pem\"]"),
+                ],
+                "auth.public_key_files[0]",
+            ),
+            (
+                MINIMAL,
+                &[
+                    SECRET,
+                    ("CPHGW__IAM__CREDENTIALS__X__DOMAIN", "d"),
+                    ("CPHGW__IAM__CREDENTIALS__X__USER", "u"),
+                ],
+                "iam.credentials.x",
+            ),
+            (MINIMAL, &[("S", "short")], "auth.hs256_secret_env"),
+        ];
+        for (text, vars, key) in cases {
+            let err = Config::from_toml(text, &env(vars)).unwrap_err();
+            assert!(
+                err.key.starts_with(key),
+                "{vars:?}: {err} does not name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug() {
+        let c = Config::from_toml(MINIMAL, &env(&[SECRET])).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET.1));
+    }
+}

@@ -1,0 +1,10 @@
+//! The server side: the state handlers run on, the routers, middleware,
+//! handlers, error rendering, the API document, and the listeners.
+
+pub mod error;
+pub mod middleware;
+pub mod openapi;
+pub mod router;
+pub mod routes;
+pub mod server;
+pub mod state;

@@ -1,0 +1,143 @@
+//! Extractors shared by the handlers: the verified caller, and the caller's
+//! tenant and project.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::auth::Caller;
+use crate::domain::{ApiError, Code, RequestId};
+use crate::http::state::AppState;
+use crate::tenants::{Project, Tenant};
+
+/// The request id the middleware assigned.
+pub fn request_id(parts: &Parts) -> RequestId {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate)
+}
+
+/// A caller whose JWT verified.
+pub struct Authenticated(pub Arc<Caller>);
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match app.auth.verify_header(header).await {
+            Ok(caller) => Ok(Self(caller)),
+            Err(e) => {
+                app.metrics.jwt_rejected(e.reason());
+                tracing::info!(reason = e.reason(), "JWT rejected");
+                Err(ApiError::new(
+                    Code::InvalidToken,
+                    format!("invalid token: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The caller's tenant, resolved against the mapping as of now. The request
+/// keeps this snapshot to the end, whatever admins change meanwhile.
+pub struct TenantContext {
+    pub caller: Arc<Caller>,
+    pub tenant: Arc<Tenant>,
+}
+
+impl TenantContext {
+    pub fn resolve(app: &AppState, caller: Arc<Caller>) -> Result<Self, ApiError> {
+        let name = caller
+            .tenant
+            .clone()
+            .ok_or_else(|| ApiError::new(Code::Forbidden, "the token has no valid tenant claim"))?;
+        let registry = app.tenants.load();
+        let tenant = registry.get(&name).cloned().ok_or_else(|| {
+            ApiError::new(
+                Code::Forbidden,
+                format!("tenant {name} is not mapped to any project"),
+            )
+        })?;
+        tracing::Span::current().record("tenant", name.as_str());
+        Ok(Self { caller, tenant })
+    }
+
+    /// The project named in the path, or the tenant's default.
+    pub fn project(&self, path_project: Option<&str>) -> Result<Arc<Project>, ApiError> {
+        let project = match path_project {
+            None => self.tenant.default_project.clone(),
+            Some(id) => self.tenant.project(id).cloned().ok_or_else(|| {
+                ApiError::new(
+                    Code::Forbidden,
+                    format!(
+                        "project {:?} is not one of tenant {}'s projects",
+                        crate::domain::truncate(id, 64),
+                        self.tenant.name
+                    ),
+                )
+            })?,
+        };
+        tracing::Span::current().record("project", project.id.as_str());
+        Ok(project)
+    }
+}
+
+/// Reads the body up to `limit` bytes; a longer one is `CPHGW.0003`.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::new(Code::TooLarge, format!("body over {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source = std::error::Error::source(&e);
+        let mut over = false;
+        while let Some(s) = source {
+            over |= s.is::<http_body_util::LengthLimitError>();
+            source = s.source();
+        }
+        if over {
+            too_large()
+        } else {
+            ApiError::new(Code::InvalidBody, format!("could not read the body: {e}"))
+        }
+    })
+}
+
+/// A JSON body of type `T`, read within `limits.max_body_bytes`; a body that
+/// does not parse is `CPHGW.0001` naming the field (`projects[0].region: ..`),
+/// even for a syntax error half-way through.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&parts.headers, body, app.config.limits.max_body_bytes).await?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::new(Code::InvalidBody, format!("{field}: {}", e.inner()))
+        })?;
+        de.end()
+            .map_err(|e| ApiError::new(Code::InvalidBody, format!("body: {e}")))?;
+        Ok(Self(value))
+    }
+}

@@ -1,0 +1,208 @@
+//! The gateway running: both listeners bound, served, the tenants source
+//! watched, and a graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+
+use super::router;
+use super::state::{AppState, StartError};
+use crate::config::Config;
+use crate::tenants::Tenants;
+
+/// A gateway bound to its two ports, ready to serve.
+pub struct App {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    /// SIGHUP is caught from the moment the ports are bound, so an early
+    /// SIGHUP cannot kill the process with the default action.
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl App {
+    /// Builds the state and binds both ports (port 0 picks a free one).
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let listen = config.server.listen;
+        let admin_listen = config.server.admin_listen;
+        let state = AppState::new(config)?;
+        state.auth.init().await;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "server.listen",
+                addr: listen,
+                source,
+            })?;
+        let admin_listener =
+            TcpListener::bind(admin_listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    key: "server.admin_listen",
+                    addr: admin_listen,
+                    source,
+                })?;
+        Ok(App {
+            state,
+            listener,
+            admin_listener,
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.server.listen)
+    }
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.server.admin_listen)
+    }
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+    pub fn admin_port(&self) -> u16 {
+        self.admin_addr().port()
+    }
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// requests in flight finish within `server.shutdown_grace_ms`, and
+    /// returns. Also watches the tenants file and reloads it on SIGHUP.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let caller = axum::serve(self.listener, router::caller(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future();
+        let admin = axum::serve(self.admin_listener, router::admin(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future();
+        let servers = tokio::spawn(async move { tokio::try_join!(caller, admin).map(|_| ()) });
+        let watcher = tokio::spawn(
+            state
+                .tenants
+                .clone()
+                .watch(state.config.tenants.watch_interval),
+        );
+        #[cfg(unix)]
+        let hup = tokio::spawn(reload_on_sighup(state.tenants.clone(), self.hangup));
+        #[cfg(not(unix))]
+        let hup = tokio::spawn(std::future::pending::<()>());
+
+        shutdown.await;
+        tracing::info!(
+            grace_ms = state.config.server.shutdown_grace.as_millis() as u64,
+            "shutting down: no new connections; finishing requests in flight"
+        );
+        state.shutting_down.store(true, Ordering::Release);
+        let _ = stop_tx.send(true);
+        watcher.abort();
+        hup.abort();
+        match tokio::time::timeout(state.config.server.shutdown_grace, servers).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => {
+                tracing::warn!("grace period over; abandoning requests still in flight");
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs in the background until the returned handle is told to stop.
+    pub fn spawn(self) -> RunningApp {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let addr = self.addr();
+        let admin_addr = self.admin_addr();
+        let state = self.state.clone();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        RunningApp {
+            addr,
+            admin_addr,
+            state,
+            stop: Some(tx),
+            task,
+        }
+    }
+}
+
+/// A gateway running in the background (tests, demo).
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApp {
+    /// Stops gracefully and waits for the end.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(tenants: Arc<Tenants>, hangup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hangup else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tenants.reload().await {
+            Ok(changed) => tracing::info!(changed, "SIGHUP: tenants file re-read"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: tenants file rejected; the last good mapping stays")
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

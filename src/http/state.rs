@@ -1,0 +1,94 @@
+//! What every handler runs on: the gateway's parts, built once from the
+//! config. Handlers import this module, never the router or the server.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigError};
+use crate::domain::{ApiError, Code, TenantId};
+use crate::stop::Stops;
+use crate::telemetry::Metrics;
+use crate::tenants::{Tenants, TenantsError};
+use crate::upstream::Upstream;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("tenants.file: {0}")]
+    Tenants(#[from] TenantsError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Everything a request needs; shared by all requests.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Authenticator,
+    pub tenants: Arc<Tenants>,
+    pub upstream: Arc<Upstream>,
+    pub stops: Stops,
+    pub metrics: Arc<Metrics>,
+    limiter: DefaultKeyedRateLimiter<TenantId>,
+    pub shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// Builds the state without binding anything: validates keys and the
+    /// tenants file (this is also `check-config`).
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let http = crate::upstream::http::client(&config.upstream)?;
+        let auth = Authenticator::new(config.auth.clone(), http.clone())?;
+        let tenants = Arc::new(Tenants::open(
+            config.tenants.file.clone(),
+            config.iam.clone(),
+        )?);
+        let upstream = Arc::new(Upstream::new(
+            http,
+            config.upstream.clone(),
+            config.iam.clone(),
+            metrics.clone(),
+        ));
+        let stops = Stops::new(upstream.clone(), metrics.clone());
+        let rate = NonZeroU32::new(config.limits.tenant_rate_per_s).unwrap_or(NonZeroU32::MIN);
+        let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        let limiter = DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
+        Ok(Arc::new(Self {
+            config,
+            auth,
+            tenants,
+            upstream,
+            stops,
+            metrics,
+            limiter,
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// The tenant's request rate limit (`limits.tenant_rate_per_s`, burst
+    /// twice that).
+    pub fn check_rate(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        self.limiter.check_key(tenant).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock()));
+            ApiError::new(
+                Code::RateLimited,
+                format!("rate limit of tenant {tenant} exceeded"),
+            )
+            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! Runs a [`Plan`] against CPH: batches concurrently within the per-request
+//! and per-project limits, retries only where it is safe, within a retry
+//! budget and the request's deadline; one [`BatchOutcome`] per batch.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
+use super::plan::Plan;
+use crate::domain::{Code, JobId, PhoneId};
+use crate::tenants::Project;
+use crate::upstream::cph::{CallOutcome, UpstreamJob};
+use crate::upstream::credentials::{Answer, AuthError};
+use crate::upstream::iam::IamToken;
+use crate::upstream::retry::{Backoff, RetryBudget};
+use crate::upstream::{ProjectSlot, Upstream};
+
+/// What one request's upstream calls came to, for its log line.
+#[derive(Debug, Default)]
+pub struct CallSummary {
+    /// Upstream calls made (retries included).
+    pub calls: AtomicU32,
+    /// Calls that did not answer 200 with jobs.
+    pub failed: AtomicU32,
+    /// Slowest call, in microseconds.
+    pub max_latency_us: AtomicU64,
+}
+
+impl CallSummary {
+    fn record(&self, ok: bool, latency: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.max_latency_us.fetch_max(us, Ordering::Relaxed);
+    }
+}
+
+/// Between retries of a batch: 50 ms doubling to 2 s, full jitter.
+const RETRY_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+    floor: 0.0,
+};
+
+const NOT_SENT: &str = "not sent: the request's deadline passed before this batch could be sent; these phones were not stopped and are safe to retry";
+
+/// Executes stop plans.
+pub struct Fanout {
+    upstream: Arc<Upstream>,
+    budget: RetryBudget,
+}
+
+/// One batch of one request, and what its calls share.
+struct BatchCall<'a> {
+    project: &'a Arc<Project>,
+    slot: &'a ProjectSlot,
+    ids: &'a [PhoneId],
+    request_id: &'a str,
+    deadline: Instant,
+    summary: &'a CallSummary,
+}
+
+/// One attempt at a batch, before retries are decided.
+enum Attempt {
+    /// The deadline passed before the call was sent.
+    NotSent,
+    /// Sent; the deadline passed before the answer came.
+    TimedOut,
+    Done(CallOutcome),
+}
+
+impl Answer for Attempt {
+    fn is_unauthorized(&self) -> bool {
+        matches!(self, Attempt::Done(o) if o.is_unauthorized())
+    }
+}
+
+impl Fanout {
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        let budget = RetryBudget::new(upstream.cfg.retry_budget_ratio);
+        Self { upstream, budget }
+    }
+
+    /// Runs every batch of `plan`; the result has one outcome per batch, in
+    /// batch order, whatever happens.
+    pub async fn run(
+        &self,
+        project: &Arc<Project>,
+        plan: &Plan,
+        request_id: &str,
+        deadline: Instant,
+        summary: &CallSummary,
+    ) -> Vec<BatchOutcome> {
+        let slot = self.upstream.slot(&project.id);
+        let mut outcomes: Vec<Option<BatchOutcome>> =
+            (0..plan.batch_count()).map(|_| None).collect();
+        // Indices, not slices, go through the stream: a closure taking a
+        // borrowed slice trips the compiler's higher-ranked lifetime check.
+        let mut running = futures_util::stream::iter(0..plan.batch_count())
+            .map(|index| {
+                let ids = plan.batch(index);
+                let span = tracing::info_span!("batch", index, size = ids.len());
+                let slot = &slot;
+                let call = BatchCall {
+                    project,
+                    slot,
+                    ids,
+                    request_id,
+                    deadline,
+                    summary,
+                };
+                async move { (index, self.run_batch(&call).await) }.instrument(span)
+            })
+            .buffer_unordered(self.upstream.cfg.max_concurrency_per_request);
+        while let Some((index, outcome)) = running.next().await {
+            outcomes[index] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| BatchOutcome::failed(Code::Internal, "batch was not run")))
+            .collect()
+    }
+
+    /// One call of one batch, within the project's limit and the deadline.
+    async fn attempt(&self, call: &BatchCall<'_>, token: &IamToken, attempt: u32) -> Attempt {
+        let BatchCall {
+            project,
+            slot,
+            ids,
+            request_id,
+            deadline,
+            summary,
+        } = *call;
+        let Ok(_permit) = tokio::time::timeout_at(deadline, slot.acquire()).await else {
+            return Attempt::NotSent;
+        };
+        if Instant::now() >= deadline {
+            return Attempt::NotSent;
+        }
+        // One span per upstream call; the client records status, latency
+        // and CPH's request id on it.
+        let call_span = tracing::info_span!(
+            "upstream_call",
+            attempt,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+            upstream_request_id = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let call = tokio::time::timeout_at(
+            deadline,
+            self.upstream
+                .cph
+                .batch_stop(project, token, request_id, ids)
+                .instrument(call_span),
+        )
+        .await;
+        summary.record(
+            matches!(call, Ok(CallOutcome::Jobs { .. })),
+            started.elapsed(),
+        );
+        match call {
+            Ok(outcome) => Attempt::Done(outcome),
+            Err(_) => Attempt::TimedOut,
+        }
+    }
+
+    async fn run_batch(&self, call: &BatchCall<'_>) -> BatchOutcome {
+        let deadline = call.deadline;
+        let mut retries = 0;
+        self.budget.earn();
+        loop {
+            let attempt = self
+                .upstream
+                .credentials
+                .call(call.project, deadline, |token| async move {
+                    self.attempt(call, &token, retries + 1).await
+                })
+                .await;
+            let outcome = match attempt {
+                Err(AuthError::Deadline) | Ok(Attempt::NotSent) => {
+                    return BatchOutcome::failed(Code::UpstreamTimeout, NOT_SENT);
+                }
+                Err(AuthError::Iam(e)) => {
+                    return BatchOutcome::failed(Code::IamUnavailable, e.to_string());
+                }
+                Ok(Attempt::TimedOut) => {
+                    return BatchOutcome::failed(
+                        Code::UpstreamTimeout,
+                        "the request's deadline passed while waiting for CPH; the outcome of this stop is unknown: check with the job query or retry",
+                    );
+                }
+                Ok(Attempt::Done(outcome)) => outcome,
+            };
+            // What this attempt came to, and whether another may be made
+            // (with the server's Retry-After, if it sent one).
+            let (failure, retry_after) = match outcome {
+                CallOutcome::Jobs { jobs, .. } => return BatchOutcome::Jobs(answers(jobs)),
+                CallOutcome::Rejected {
+                    status,
+                    error_code,
+                    error_msg,
+                    retry_after,
+                } => {
+                    let retryable = is_retryable(status, error_code.as_deref());
+                    let failure = rejected(status, error_code, error_msg);
+                    if !retryable {
+                        return failure;
+                    }
+                    (failure, retry_after)
+                }
+                CallOutcome::NotSent(reason) => (
+                    BatchOutcome::failed(
+                        Code::UpstreamFailed,
+                        format!(
+                            "CPH unreachable after {} attempts: {reason}; these phones were not stopped",
+                            retries + 1
+                        ),
+                    ),
+                    None,
+                ),
+                // Sent, then no answer or a broken one: CPH may have acted,
+                // so the batch is never resent.
+                CallOutcome::Timeout => {
+                    return BatchOutcome::failed(
+                        Code::UpstreamTimeout,
+                        format!(
+                            "CPH did not answer within {} ms; the outcome of this stop is unknown: check with the job query or retry",
+                            self.upstream.cfg.timeout.as_millis()
+                        ),
+                    );
+                }
+                CallOutcome::Broken(reason) => {
+                    return BatchOutcome::failed(
+                        Code::UpstreamFailed,
+                        format!(
+                            "CPH call failed after the request was sent ({reason}); the outcome of this stop is unknown"
+                        ),
+                    );
+                }
+            };
+            // A retry: within max_retries, the budget, and the deadline.
+            let delay =
+                RETRY_BACKOFF.delay_or(retries, retry_after, self.upstream.cfg.max_retry_after);
+            if retries >= self.upstream.cfg.max_retries
+                || Instant::now() + delay >= deadline
+                || !self.budget.try_spend()
+            {
+                return failure;
+            }
+            tracing::debug!(
+                retry = retries + 1,
+                delay_ms = delay.as_millis() as u64,
+                "retrying batch"
+            );
+            tokio::time::sleep(delay).await;
+            retries += 1;
+        }
+    }
+}
+
+/// CPH's per-phone entries, normalised: an entry with a usable `job_id` is
+/// a job (whatever else it carries), else one with an `error_code` is an
+/// error, else it is no answer; of several entries for one phone, the first
+/// job wins, else the first error.
+pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
+    let mut out: Vec<PhoneAnswer> = Vec::with_capacity(jobs.len());
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(jobs.len());
+    for j in jobs {
+        let result = match (j.job_id.and_then(JobId::from_upstream), j.error_code) {
+            (Some(job), _) => PhoneResult::Job(job),
+            (None, Some(code)) => PhoneResult::Error {
+                code,
+                msg: j.error_msg.unwrap_or_default(),
+            },
+            (None, None) => continue,
+        };
+        match seen.entry(j.phone_id) {
+            Entry::Vacant(v) => {
+                let phone_id = v.key().clone();
+                v.insert(out.len());
+                out.push(PhoneAnswer { phone_id, result });
+            }
+            Entry::Occupied(o) => {
+                let earlier = &mut out[*o.get()];
+                if matches!(result, PhoneResult::Job(_))
+                    && !matches!(earlier.result, PhoneResult::Job(_))
+                {
+                    earlier.result = result;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// 429, 503 and CPS.0003 mean CPH did not act on the request.
+fn is_retryable(status: StatusCode, code: Option<&str>) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE
+        || code == Some("CPS.0003")
+}
+
+/// A whole batch refused by CPH: its error passes through to each phone.
+fn rejected(
+    status: StatusCode,
+    error_code: Option<String>,
+    error_msg: Option<String>,
+) -> BatchOutcome {
+    // A 4xx other than 401/408/429 is CPH's judgement of the request.
+    let definite = status.is_client_error() && !matches!(status.as_u16(), 401 | 408 | 429);
+    let kind = if status == StatusCode::GATEWAY_TIMEOUT {
+        Code::UpstreamTimeout
+    } else {
+        Code::UpstreamFailed
+    };
+    match error_code {
+        Some(code) => BatchOutcome::rejected(
+            code,
+            error_msg.unwrap_or_else(|| format!("CPH answered {status}")),
+            definite,
+            kind,
+        ),
+        None => BatchOutcome::Failed {
+            error_code: kind.as_str().to_owned(),
+            error_msg: format!("CPH answered {status} without an error body"),
+            definite,
+            kind,
+            outcome: if kind == Code::UpstreamTimeout {
+                Outcome::Unknown
+            } else {
+                Outcome::Failed
+            },
+        },
+    }
+}

@@ -1,0 +1,299 @@
+//! The merge: each batch's outcome becomes exactly one entry per planned
+//! phone, in request order.
+//!
+//! The merge walks the plan, not the upstream answers, so no planned id can
+//! be missing from a response and none can appear twice. What became of
+//! each phone is an [`Outcome`] variant, decided where the fact is known.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::plan::Plan;
+use crate::domain::{Code, JobId};
+
+/// What became of one phone (the `outcome` label of `cphgw_phones_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// CPH created a stop job.
+    Stopped,
+    /// CPH answered with an error for the phone or its batch.
+    Rejected,
+    /// The gateway could not get an answer (CPHGW.0301, CPHGW.0303, ...).
+    Failed,
+    /// The stop was sent and no answer came: its outcome is unknown.
+    Unknown,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Stopped,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Unknown,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Outcome::Stopped => "stopped",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// CPH's answer for one phone inside a 2xx batch answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneResult {
+    Job(JobId),
+    Error { code: String, msg: String },
+}
+
+/// One phone's entry of a batch answer, already normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneAnswer {
+    pub phone_id: String,
+    pub result: PhoneResult,
+}
+
+/// The outcome of one batch.
+#[derive(Debug)]
+pub enum BatchOutcome {
+    /// CPH answered with per-phone entries.
+    Jobs(Vec<PhoneAnswer>),
+    /// The whole batch failed; each of its phones gets this error.
+    Failed {
+        error_code: String,
+        error_msg: String,
+        /// CPH judged the request (a 4xx other than 401/408/429): a definite
+        /// answer, so the response is still 200.
+        definite: bool,
+        /// The gateway code that fits when nothing was definite.
+        kind: Code,
+        /// What this failure means for each phone of the batch.
+        outcome: Outcome,
+    },
+}
+
+impl BatchOutcome {
+    /// A failure of the gateway's own: its code is `kind`.
+    pub fn failed(kind: Code, msg: impl Into<String>) -> Self {
+        BatchOutcome::Failed {
+            error_code: kind.as_str().to_owned(),
+            error_msg: msg.into(),
+            definite: false,
+            kind,
+            outcome: if kind == Code::UpstreamTimeout {
+                Outcome::Unknown
+            } else {
+                Outcome::Failed
+            },
+        }
+    }
+
+    /// A whole batch refused by CPH with its own error code.
+    pub fn rejected(error_code: String, error_msg: String, definite: bool, kind: Code) -> Self {
+        BatchOutcome::Failed {
+            error_code,
+            error_msg,
+            definite,
+            kind,
+            outcome: Outcome::Rejected,
+        }
+    }
+
+    fn is_definite(&self) -> bool {
+        match self {
+            BatchOutcome::Jobs(_) => true,
+            BatchOutcome::Failed { definite, .. } => *definite,
+        }
+    }
+}
+
+/// One entry of the response, borrowed from the plan and the outcomes:
+/// either `{phone_id, job_id}` or `{phone_id, error_code, error_msg}`.
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct JobEntry<'a> {
+    pub phone_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<&'a str>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub outcome: Outcome,
+}
+
+const MISSING_MSG: &str = "CPH answered without an entry for this phone; its outcome is unknown";
+
+/// The merged response: one entry per planned id, in plan order.
+#[derive(Debug)]
+pub struct Merged<'a> {
+    pub jobs: Vec<JobEntry<'a>>,
+    /// Set when no batch got a definite answer: the status code to answer.
+    pub failure: Option<Code>,
+}
+
+impl Merged<'_> {
+    /// How many entries have each outcome, in the order of [`Outcome::ALL`].
+    pub fn outcome_counts(&self) -> [(Outcome, u64); 4] {
+        let mut counts = [0u64; 4];
+        for entry in &self.jobs {
+            counts[entry.outcome as usize] += 1;
+        }
+        std::array::from_fn(|i| (Outcome::ALL[i], counts[i]))
+    }
+}
+
+/// Merges batch outcomes (one per batch of `plan`, in batch order).
+pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
+    debug_assert_eq!(outcomes.len(), plan.batch_count());
+    let mut jobs = Vec::with_capacity(plan.ids().len());
+    for (batch, outcome) in plan.batches().zip(outcomes) {
+        match outcome {
+            BatchOutcome::Jobs(answers) => {
+                let by_id: HashMap<&str, &PhoneResult> = answers
+                    .iter()
+                    .map(|a| (a.phone_id.as_str(), &a.result))
+                    .collect();
+                jobs.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
+                    Some(PhoneResult::Job(job)) => JobEntry {
+                        phone_id: id,
+                        job_id: Some(job.as_str()),
+                        error_code: None,
+                        error_msg: None,
+                        outcome: Outcome::Stopped,
+                    },
+                    Some(PhoneResult::Error { code, msg }) => JobEntry {
+                        phone_id: id,
+                        job_id: None,
+                        error_code: Some(code),
+                        error_msg: Some(msg),
+                        outcome: Outcome::Rejected,
+                    },
+                    None => JobEntry {
+                        phone_id: id,
+                        job_id: None,
+                        error_code: Some(Code::UpstreamFailed.as_str()),
+                        error_msg: Some(MISSING_MSG),
+                        outcome: Outcome::Failed,
+                    },
+                }));
+            }
+            BatchOutcome::Failed {
+                error_code,
+                error_msg,
+                outcome,
+                ..
+            } => jobs.extend(batch.iter().map(|id| JobEntry {
+                phone_id: id,
+                job_id: None,
+                error_code: Some(error_code),
+                error_msg: Some(error_msg),
+                outcome: *outcome,
+            })),
+        }
+    }
+    // Batches the outcomes do not cover (cannot happen when callers pass one
+    // outcome per batch) still get an entry per id.
+    let covered = jobs.len();
+    jobs.extend(plan.ids()[covered..].iter().map(|id| JobEntry {
+        phone_id: id,
+        job_id: None,
+        error_code: Some(Code::Internal.as_str()),
+        error_msg: Some("no outcome for this batch"),
+        outcome: Outcome::Failed,
+    }));
+    Merged {
+        jobs,
+        failure: overall_failure(outcomes),
+    }
+}
+
+/// When no batch got a definite answer: 504 if any timed out, 503 if IAM
+/// failed for all, else 502.
+fn overall_failure(outcomes: &[BatchOutcome]) -> Option<Code> {
+    if outcomes.iter().any(BatchOutcome::is_definite) {
+        return None;
+    }
+    let kinds = || {
+        outcomes.iter().filter_map(|o| match o {
+            BatchOutcome::Failed { kind, .. } => Some(*kind),
+            BatchOutcome::Jobs(_) => None,
+        })
+    };
+    Some(if kinds().any(|k| k == Code::UpstreamTimeout) {
+        Code::UpstreamTimeout
+    } else if kinds().all(|k| k == Code::IamUnavailable) {
+        Code::IamUnavailable
+    } else {
+        Code::UpstreamFailed
+    })
+}
+
+/// The answer to a batch-stop: one entry per distinct requested phone id, in
+/// order of first appearance. `error_code`/`error_msg` at the top level only
+/// when no batch got a definite answer (status 502/503/504).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StopResponse<'a> {
+    pub request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub error_code: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+    pub jobs: Vec<JobEntry<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(ids: &[&str], batch: usize) -> Plan {
+        Plan::new(ids.iter().map(|s| (*s).into()).collect(), batch).unwrap()
+    }
+
+    fn job(phone: &str, job: &str) -> PhoneAnswer {
+        PhoneAnswer {
+            phone_id: phone.into(),
+            result: PhoneResult::Job(JobId::parse(job).unwrap()),
+        }
+    }
+
+    #[test]
+    fn every_planned_phone_gets_one_entry_with_its_outcome() {
+        let p = plan(&["a", "b", "c", "d"], 2);
+        let outcomes = vec![
+            BatchOutcome::Jobs(vec![job("a", "j1"), job("zz", "j9")]),
+            BatchOutcome::failed(Code::UpstreamTimeout, "late"),
+        ];
+        let m = merge(&p, &outcomes);
+        let got: Vec<(&str, Outcome)> = m.jobs.iter().map(|e| (e.phone_id, e.outcome)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Outcome::Stopped),
+                ("b", Outcome::Failed),
+                ("c", Outcome::Unknown),
+                ("d", Outcome::Unknown)
+            ]
+        );
+        assert_eq!(m.failure, None);
+        let counts = m.outcome_counts();
+        assert_eq!(counts[0], (Outcome::Stopped, 1));
+        assert_eq!(counts[3], (Outcome::Unknown, 2));
+    }
+
+    #[test]
+    fn no_definite_batch_fails_the_request() {
+        let p = plan(&["a", "b"], 1);
+        let outcomes = vec![
+            BatchOutcome::failed(Code::IamUnavailable, "iam"),
+            BatchOutcome::rejected("CPS.0003".into(), "x".into(), false, Code::UpstreamFailed),
+        ];
+        assert_eq!(merge(&p, &outcomes).failure, Some(Code::UpstreamFailed));
+    }
+}

@@ -1,0 +1,223 @@
+//! The gateway's metrics (names in CONTRACT section 7), in one registry per
+//! gateway instance.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::domain::ProjectId;
+
+/// Increments a gauge now and decrements it when dropped, so that a future
+/// dropped half-way (a caller gone) still leaves the gauge right.
+#[must_use = "the gauge is decremented when the guard is dropped"]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectLabel {
+    project: String,
+}
+
+/// The gateway's metrics (names in CONTRACT section 7).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    request_duration: Histogram,
+    upstream_requests: Family<Status, Counter>,
+    upstream_duration: Histogram,
+    phones: Family<Outcome, Counter>,
+    iam_fetches: Family<ResultLabel, Counter>,
+    jwt_rejections: Family<Reason, Counter>,
+    in_flight: Gauge,
+    upstream_in_flight: Family<ProjectLabel, Gauge>,
+    iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        // 1 ms .. ~65 s
+        let request_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        let upstream_requests = Family::default();
+        let upstream_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let phones = Family::default();
+        let iam_fetches = Family::default();
+        let jwt_rejections = Family::default();
+        let in_flight = Gauge::default();
+        let upstream_in_flight = Family::default();
+        let iam_token_age = Family::default();
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "cphgw_requests",
+            "Caller requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "cphgw_request_duration_seconds",
+            "Caller request latency",
+            request_duration.clone(),
+        );
+        registry.register(
+            "cphgw_upstream_requests",
+            "Upstream (CPH) calls by status or failure kind",
+            upstream_requests.clone(),
+        );
+        registry.register(
+            "cphgw_upstream_duration_seconds",
+            "Upstream (CPH) call latency",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "cphgw_phones",
+            "Phones answered, by outcome (stopped, rejected, failed, unknown)",
+            phones.clone(),
+        );
+        registry.register(
+            "cphgw_iam_token_fetches",
+            "IAM token fetches by result",
+            iam_fetches.clone(),
+        );
+        registry.register(
+            "cphgw_jwt_rejections",
+            "Caller JWTs refused, by reason",
+            jwt_rejections.clone(),
+        );
+        registry.register(
+            "cphgw_in_flight_requests",
+            "Caller requests being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "cphgw_upstream_in_flight",
+            "Upstream calls in flight per project",
+            upstream_in_flight.clone(),
+        );
+        registry.register(
+            "cphgw_iam_token_age_seconds",
+            "Age of the cached IAM token per project",
+            iam_token_age.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_duration,
+            phones,
+            iam_fetches,
+            jwt_rejections,
+            in_flight,
+            upstream_in_flight,
+            iam_token_age,
+        }
+    }
+
+    pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream(&self, status: &'static str, elapsed: Duration) {
+        self.upstream_requests
+            .get_or_create(&Status { status })
+            .inc();
+        self.upstream_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn phones(&self, outcome: &'static str, n: u64) {
+        self.phones.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+
+    pub fn iam_fetch(&self, result: &'static str) {
+        self.iam_fetches
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn jwt_rejected(&self, reason: &'static str) {
+        self.jwt_rejections.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts a caller request in flight until the guard is dropped.
+    pub fn in_flight_guard(&self) -> GaugeGuard {
+        GaugeGuard::new(self.in_flight.clone())
+    }
+
+    /// The project's upstream in-flight gauge.
+    pub fn upstream_in_flight(&self, project: &ProjectId) -> Gauge {
+        self.upstream_in_flight
+            .get_or_create(&ProjectLabel {
+                project: project.to_string(),
+            })
+            .clone()
+    }
+
+    /// Sets the age of the project's cached IAM token.
+    pub fn iam_token_age(&self, project: &ProjectId, age: Duration) {
+        self.iam_token_age
+            .get_or_create(&ProjectLabel {
+                project: project.to_string(),
+            })
+            .set(age.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,117 @@
+//! Everything the gateway says to Huawei: one pooled HTTP client, IAM
+//! tokens, the CPH client, and the limits every project shares.
+
+pub mod cph;
+pub mod credentials;
+pub mod http;
+pub mod iam;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
+use reqwest::StatusCode;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use crate::config::{IamConfig, UpstreamConfig};
+use crate::domain::{JobId, ProjectId};
+use crate::telemetry::{GaugeGuard, Metrics};
+use crate::tenants::Project;
+use cph::{CallOutcome, CphClient};
+use credentials::{AuthError, Credentials};
+use iam::IamProvider;
+
+/// What all requests to one project share: its concurrency limit and its
+/// in-flight gauge.
+pub struct ProjectSlot {
+    limit: Semaphore,
+    in_flight: Gauge,
+}
+
+/// A place in a project's limit, counted in its gauge while held.
+pub struct CallPermit<'a> {
+    _permit: SemaphorePermit<'a>,
+    _gauge: GaugeGuard,
+}
+
+impl ProjectSlot {
+    /// Waits for a place in the project's limit.
+    pub async fn acquire(&self) -> CallPermit<'_> {
+        // The semaphore is never closed.
+        let permit = match self.limit.acquire().await {
+            Ok(p) => p,
+            Err(_) => unreachable!("project semaphores are never closed"),
+        };
+        CallPermit {
+            _permit: permit,
+            _gauge: GaugeGuard::new(self.in_flight.clone()),
+        }
+    }
+}
+
+/// The upstream side of the gateway.
+pub struct Upstream {
+    pub cph: CphClient,
+    pub credentials: Credentials,
+    pub cfg: UpstreamConfig,
+    slots: Mutex<HashMap<ProjectId, Arc<ProjectSlot>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(
+        http: reqwest::Client,
+        cfg: UpstreamConfig,
+        iam: IamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let iam = Arc::new(IamProvider::new(
+            iam,
+            http.clone(),
+            cfg.timeout,
+            metrics.clone(),
+        ));
+        let cph = CphClient::new(http, cfg.cph_endpoint.clone(), cfg.timeout, metrics.clone());
+        Self {
+            cph,
+            credentials: Credentials::new(iam),
+            cfg,
+            slots: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// The project's shared limit and gauge.
+    pub fn slot(&self, project: &ProjectId) -> Arc<ProjectSlot> {
+        let mut map = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(project.clone())
+            .or_insert_with(|| {
+                Arc::new(ProjectSlot {
+                    limit: Semaphore::new(self.cfg.max_concurrency_per_project),
+                    in_flight: self.metrics.upstream_in_flight(project),
+                })
+            })
+            .clone()
+    }
+
+    /// CPH's job query: status and body as CPH answered, or a transport
+    /// outcome.
+    pub async fn job(
+        &self,
+        project: &Arc<Project>,
+        request_id: &str,
+        job_id: &JobId,
+        deadline: Instant,
+    ) -> Result<Result<(StatusCode, Bytes), CallOutcome>, AuthError> {
+        self.credentials
+            .call(project, deadline, |token| async move {
+                self.cph
+                    .show_job(project, &token, request_id, job_id.as_str())
+                    .await
+            })
+            .await
+    }
+}

@@ -1,0 +1,19 @@
+//! The integration tests, one binary: a real simulator (`cph-sim`) and a
+//! real gateway per test, both on loopback, or the real `cph-gateway`
+//! binary as a child process where only a process can show the behaviour.
+//!
+//! One module per area; the harness is in [`helpers`]. Run one area with
+//! e.g. `cargo nextest run --test it admin::`.
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod faults;
+mod hostile;
+mod ops;
+mod plan_props;
+mod security;
+mod shutdown;
+mod smoke;
+mod stop;
