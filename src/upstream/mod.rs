@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod http;
 pub mod iam;
 pub mod retry;
+pub mod sign;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
