@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::error::ConfigError;
-use super::load::{Env, check_endpoint, read_secret_env};
+use super::load::{Env, check_endpoint};
+use super::secret::{Secret, SecretSource, one_source};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,7 +53,8 @@ pub struct IamConfig {
 pub struct Credential {
     pub domain: String,
     pub user: String,
-    pub password: SecretString,
+    /// Re-read when its file changes (`password_file`).
+    pub password: Secret,
 }
 
 impl RawIam {
@@ -71,31 +72,12 @@ impl RawIam {
             if c.user.is_empty() {
                 return Err(ConfigError::new(format!("{key}.user"), "must not be empty"));
             }
-            let password = match (&c.password_env, &c.password_file) {
-                (Some(var), None) => read_secret_env(&format!("{key}.password_env"), env, var)?,
-                (None, Some(path)) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        ConfigError::new(
-                            format!("{key}.password_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
-                    let text = text.trim_end_matches(['\r', '\n']);
-                    if text.is_empty() {
-                        return Err(ConfigError::new(
-                            format!("{key}.password_file"),
-                            "file is empty",
-                        ));
-                    }
-                    SecretString::from(text.to_owned())
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        key,
-                        "set exactly one of password_env or password_file",
-                    ));
-                }
+            let source = one_source(&key, "password", c.password_env, c.password_file)?;
+            let source_key = match &source {
+                SecretSource::Env(_) => format!("{key}.password_env"),
+                SecretSource::File(_) => format!("{key}.password_file"),
             };
+            let password = Secret::load(&source_key, source, env)?;
             credentials.insert(
                 name,
                 Arc::new(Credential {

@@ -8,6 +8,7 @@ mod error;
 mod iam;
 mod limits;
 mod load;
+mod secret;
 mod server;
 mod telemetry;
 mod tenants;
@@ -22,6 +23,7 @@ pub use error::ConfigError;
 pub use iam::{Credential, IamConfig};
 pub use limits::LimitsConfig;
 pub use load::{ENV_PREFIX, Env, ProcessEnv};
+pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;
@@ -81,6 +83,18 @@ impl Config {
                 )
             })?;
         raw.validate(env)
+    }
+}
+
+impl Config {
+    /// Every secret read from a file, for the watcher that re-reads them.
+    pub fn file_secrets(&self) -> Vec<&Secret> {
+        self.iam
+            .credentials
+            .values()
+            .map(|c| &c.password)
+            .filter(|s| matches!(s.source(), SecretSource::File(_)))
+            .collect()
     }
 }
 
@@ -156,7 +170,10 @@ hs256_secret_env = "S"
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.upstream.max_batch_size, 7);
-        assert_eq!(c.iam.credentials["main"].password.expose_secret(), "pw");
+        assert_eq!(
+            c.iam.credentials["main"].password.current().expose_secret(),
+            "pw"
+        );
     }
 
     #[test]

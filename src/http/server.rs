@@ -100,6 +100,7 @@ impl App {
                 .clone()
                 .watch(state.config.tenants.watch_interval),
         );
+        let secrets = tokio::spawn(watch_secrets(state.config.clone()));
         #[cfg(unix)]
         let hup = tokio::spawn(reload_on_sighup(state.tenants.clone(), self.hangup));
         #[cfg(not(unix))]
@@ -113,6 +114,7 @@ impl App {
         state.shutting_down.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
         watcher.abort();
+        secrets.abort();
         hup.abort();
         match tokio::time::timeout(state.config.server.shutdown_grace, servers).await {
             Ok(Ok(result)) => result,
@@ -180,6 +182,51 @@ async fn reload_on_sighup(tenants: Arc<Tenants>, hangup: Option<tokio::signal::u
             Ok(changed) => tracing::info!(changed, "SIGHUP: tenants file re-read"),
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: tenants file rejected; the last good mapping stays")
+            }
+        }
+    }
+}
+
+/// How often secret files are checked for a change.
+const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-reads secret files when they change (a rotated IAM password takes
+/// effect without a restart); the file system is touched off the async
+/// threads.
+async fn watch_secrets(config: Arc<Config>) {
+    if config.file_secrets().is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SECRET_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last error per key: an unreadable file is logged once, not every
+    // second.
+    let mut failing: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        tick.tick().await;
+        let config = config.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            config
+                .file_secrets()
+                .into_iter()
+                .map(|s| (s.key().to_owned(), s.refresh()))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        for (key, result) in checked.unwrap_or_default() {
+            match result {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(key, "secret file changed; new value in use");
+                    }
+                    failing.remove(&key);
+                }
+                Err(e) => {
+                    if failing.get(&key) != Some(&e) {
+                        tracing::warn!(error = %e, "secret file unreadable; the last good value stays");
+                        failing.insert(key, e);
+                    }
+                }
             }
         }
     }

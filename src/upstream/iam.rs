@@ -261,7 +261,7 @@ impl IamProvider {
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": cred.user,
-                "password": cred.password.expose_secret(),
+                "password": cred.password.current().expose_secret(),
                 "domain": {"name": cred.domain},
             }}},
             "scope": {"project": {"id": project.id.as_str()}},
