@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod stop;
+pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod upstream;

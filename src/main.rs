@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cmd::demo::DemoArgs;
 use cmd::serve::ConfigArg;
 use cmd::sim::SimArgs;
+use cmd::store::TenantsArgs;
 use cmd::token::TokenArgs;
 
 /// Stop Huawei Cloud Phones (CPH) in batches on behalf of internal services.
@@ -35,6 +36,10 @@ enum Command {
     Demo(DemoArgs),
     /// Mint a development JWT signed with the config's HS256 secret.
     Token(TokenArgs),
+    /// Apply the shared store's schema (also done at start; safe from several replicas at once).
+    Migrate(ConfigArg),
+    /// Copy tenant mappings between a tenants file and the shared store.
+    Tenants(TenantsArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
             Command::Sim(a) => cmd::sim::sim(a).await,
             Command::Demo(a) => cmd::demo::demo(a).await,
             Command::Token(a) => cmd::token::token(a),
+            Command::Migrate(a) => cmd::store::migrate(a).await,
+            Command::Tenants(a) => cmd::store::tenants(a).await,
         }
     });
     match result {

@@ -3,4 +3,5 @@
 pub mod demo;
 pub mod serve;
 pub mod sim;
+pub mod store;
 pub mod token;

@@ -10,6 +10,7 @@ mod limits;
 mod load;
 mod secret;
 mod server;
+mod store;
 mod telemetry;
 mod tenants;
 mod upstream;
@@ -25,6 +26,7 @@ pub use limits::LimitsConfig;
 pub use load::{ENV_PREFIX, Env, ProcessEnv};
 pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
+pub use store::{IdempotencyConfig, StoreConfig, TrackingConfig};
 pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;
 pub use upstream::UpstreamConfig;
@@ -45,6 +47,12 @@ struct RawConfig {
     tenants: tenants::RawTenants,
     #[serde(default)]
     telemetry: telemetry::RawTelemetry,
+    #[serde(default)]
+    store: store::RawStore,
+    #[serde(default)]
+    idempotency: store::RawRetention,
+    #[serde(default)]
+    tracking: store::RawTracking,
 }
 
 /// The gateway's configuration, validated: every value here can work.
@@ -57,6 +65,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub tenants: TenantsConfig,
     pub telemetry: TelemetryConfig,
+    pub store: StoreConfig,
+    pub idempotency: IdempotencyConfig,
+    pub tracking: TrackingConfig,
 }
 
 impl Config {
@@ -93,6 +104,7 @@ impl Config {
             .credentials
             .values()
             .map(|c| &c.password)
+            .chain(self.store.url.as_deref())
             .filter(|s| matches!(s.source(), SecretSource::File(_)))
             .collect()
     }
@@ -108,6 +120,9 @@ impl RawConfig {
             limits: self.limits.validate()?,
             tenants: self.tenants.validate()?,
             telemetry: self.telemetry.validate()?,
+            store: self.store.validate(env)?,
+            idempotency: self.idempotency.validate()?,
+            tracking: self.tracking.validate()?,
         })
     }
 }

@@ -23,6 +23,8 @@ pub enum Code {
     NotAdmin,
     /// Admin call for an unknown tenant.
     UnknownTenant,
+    /// Admin `If-Match` / `If-None-Match` precondition failed.
+    PreconditionFailed,
     /// The tenant's rate limit is exceeded.
     RateLimited,
     /// Upstream failed (5xx, bad body, connection error) after retries.
@@ -31,6 +33,8 @@ pub enum Code {
     UpstreamTimeout,
     /// No IAM token could be obtained for the project.
     IamUnavailable,
+    /// The shared store is unreachable and the request needs it.
+    StoreUnavailable,
     /// No such route (not in the contract's table; see README).
     NotFound,
     /// Route exists, method does not (not in the contract's table; see README).
@@ -51,10 +55,12 @@ impl Code {
             Code::Forbidden => "CPHGW.0102",
             Code::NotAdmin => "CPHGW.0103",
             Code::UnknownTenant => "CPHGW.0104",
+            Code::PreconditionFailed => "CPHGW.0105",
             Code::RateLimited => "CPHGW.0201",
             Code::UpstreamFailed => "CPHGW.0301",
             Code::UpstreamTimeout => "CPHGW.0302",
             Code::IamUnavailable => "CPHGW.0303",
+            Code::StoreUnavailable => "CPHGW.0304",
             Code::Internal => "CPHGW.0500",
         }
     }
@@ -70,7 +76,8 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Code::IamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::IamUnavailable | Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -28,6 +28,7 @@ use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
         admin::put,
         admin::delete,
         admin::reload,
+        admin::audit,
     ),
     components(schemas(StopRequest, StopResponse, JobEntry, ErrorJson, TenantSpec, ProjectSpec, TenantsFile)),
     modifiers(&BearerJwt),

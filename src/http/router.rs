@@ -53,6 +53,10 @@ pub fn admin(state: Arc<AppState>) -> Router {
             ),
         )
         .route(
+            "/admin/v1/audit",
+            named("admin_audit", false, get(admin::audit)),
+        )
+        .route(
             "/admin/v1/reload",
             named("admin_reload", false, post(admin::reload)),
         )

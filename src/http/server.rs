@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use super::router;
 use super::state::{AppState, StartError};
 use crate::config::Config;
-use crate::tenants::Tenants;
+use crate::tenants::{Source, sync};
 
 /// A gateway bound to its two ports, ready to serve.
 pub struct App {
@@ -94,15 +94,14 @@ impl App {
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future();
         let servers = tokio::spawn(async move { tokio::try_join!(caller, admin).map(|_| ()) });
-        let watcher = tokio::spawn(
-            state
-                .tenants
-                .clone()
-                .watch(state.config.tenants.watch_interval),
-        );
+        let watcher = tokio::spawn(sync::run(
+            state.store.clone(),
+            state.tenants.clone(),
+            state.config.tenants.watch_interval,
+        ));
         let secrets = tokio::spawn(watch_secrets(state.config.clone()));
         #[cfg(unix)]
-        let hup = tokio::spawn(reload_on_sighup(state.tenants.clone(), self.hangup));
+        let hup = tokio::spawn(reload_on_sighup(state.clone(), self.hangup));
         #[cfg(not(unix))]
         let hup = tokio::spawn(std::future::pending::<()>());
 
@@ -173,15 +172,20 @@ impl Drop for RunningApp {
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(tenants: Arc<Tenants>, hangup: Option<tokio::signal::unix::Signal>) {
+async fn reload_on_sighup(state: Arc<AppState>, hangup: Option<tokio::signal::unix::Signal>) {
     let Some(mut hup) = hangup else {
         return;
     };
     while hup.recv().await.is_some() {
-        match tenants.reload().await {
-            Ok(changed) => tracing::info!(changed, "SIGHUP: tenants file re-read"),
-            Err(e) => {
+        let file = state.tenants.source() == Source::File;
+        match sync::refresh(state.store.as_ref(), &state.tenants, true).await {
+            Ok(changed) if file => tracing::info!(changed, "SIGHUP: tenants file re-read"),
+            Ok(changed) => tracing::info!(changed, "SIGHUP: tenants re-read from the store"),
+            Err(e) if file => {
                 tracing::error!(error = %e, "SIGHUP: tenants file rejected; the last good mapping stays")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: tenants from the store rejected; the last good mapping stays")
             }
         }
     }

@@ -12,7 +12,10 @@ use crate::config::{Config, ConfigError};
 use crate::domain::{ApiError, Code, TenantId};
 use crate::stop::Stops;
 use crate::telemetry::Metrics;
-use crate::tenants::{Tenants, TenantsError};
+use crate::store::memory::MemoryStore;
+use crate::store::postgres::PgStore;
+use crate::store::{Store, StoreError};
+use crate::tenants::{Source, Tenants, TenantsError};
 use crate::upstream::Upstream;
 
 /// Why the gateway could not start.
@@ -22,6 +25,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("tenants.file: {0}")]
     Tenants(#[from] TenantsError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -38,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Authenticator,
     pub tenants: Arc<Tenants>,
+    /// Tenants, audit (and what else replicas share).
+    pub store: Arc<dyn Store>,
     pub upstream: Arc<Upstream>,
     pub stops: Stops,
     pub metrics: Arc<Metrics>,
@@ -53,10 +60,28 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let http = crate::upstream::http::client(&config.upstream)?;
         let auth = Authenticator::new(config.auth.clone(), http.clone())?;
-        let tenants = Arc::new(Tenants::open(
-            config.tenants.file.clone(),
-            config.iam.clone(),
-        )?);
+        let (store, tenants) = match &config.store.url {
+            // A fleet: the mapping comes from PostgreSQL once it answers
+            // (`tenants::sync`); until then the replica is not ready.
+            Some(url) => {
+                let store: Arc<dyn Store> = Arc::new(PgStore::new(
+                    url.clone(),
+                    config.store.audit_retention,
+                )?);
+                (store, Tenants::new(Source::Postgres, config.iam.clone()))
+            }
+            // Alone: the tenants file, read now (a bad file stops the start).
+            None => {
+                let (store, snapshot) =
+                    MemoryStore::open(config.tenants.file.clone(), config.iam.clone())?;
+                let tenants = Tenants::new(Source::File, config.iam.clone());
+                tenants
+                    .apply(snapshot.revision, snapshot.file)
+                    .map_err(|msg| StoreError::Invalid(msg))?;
+                (Arc::new(store) as Arc<dyn Store>, tenants)
+            }
+        };
+        let tenants = Arc::new(tenants);
         let upstream = Arc::new(Upstream::new(
             http,
             config.upstream.clone(),
@@ -71,6 +96,7 @@ impl AppState {
             config,
             auth,
             tenants,
+            store,
             upstream,
             stops,
             metrics,

@@ -72,6 +72,7 @@ pub struct Metrics {
     iam_fetches: Family<ResultLabel, Counter>,
     jwt_rejections: Family<Reason, Counter>,
     in_flight: Gauge,
+    store_up: Gauge,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -94,6 +95,7 @@ impl Metrics {
         let iam_fetches = Family::default();
         let jwt_rejections = Family::default();
         let in_flight = Gauge::default();
+        let store_up = Gauge::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
         // prometheus-client appends `_total` to counters.
@@ -138,6 +140,11 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register(
+            "cphgw_store_up",
+            "1 if the last call to the shared store succeeded (always 1 without a store)",
+            store_up.clone(),
+        );
+        registry.register(
             "cphgw_upstream_in_flight",
             "Upstream calls in flight per project",
             upstream_in_flight.clone(),
@@ -157,6 +164,7 @@ impl Metrics {
             iam_fetches,
             jwt_rejections,
             in_flight,
+            store_up,
             upstream_in_flight,
             iam_token_age,
         }
@@ -211,6 +219,11 @@ impl Metrics {
                 project: project.to_string(),
             })
             .set(age.as_secs_f64());
+    }
+
+    /// Whether the shared store answers.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
     }
 
     /// The Prometheus text exposition.

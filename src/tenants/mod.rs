@@ -1,44 +1,81 @@
-//! The tenant-to-project mapping: loaded from the tenants file, validated,
-//! swapped whole (a request keeps the mapping it started with), persisted
-//! atomically on admin changes, and re-read when the file changes on disk.
+//! The tenant-to-project mapping as this replica serves it: validated,
+//! swapped whole (a request keeps the mapping it started with), with the
+//! revision it came from. Its source is the store (`crate::store`): the
+//! tenants file for a gateway running alone, PostgreSQL for a fleet;
+//! [`sync`] keeps it current.
 
-mod file;
+pub mod admin;
+pub mod file;
 mod registry;
+pub mod sync;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
+use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::config::IamConfig;
-use file::{parse_file, read_file, render, write_atomically};
 
 pub use file::TenantsError;
 pub use registry::{Project, ProjectSpec, Registry, Tenant, TenantSpec, TenantsFile, build_tenant};
 
-/// The live mapping: readers take a snapshot with [`Tenants::load`]; writers
-/// (admin API, file watcher, SIGHUP) replace it whole.
+/// Where the mapping comes from (`/admin/v1/status` `tenants.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    File,
+    Postgres,
+}
+
+/// What `/admin/v1/status` shows of the mapping.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantsStatus {
+    pub source: Source,
+    pub count: usize,
+    /// `None` until the first load.
+    pub revision: Option<u64>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub loaded_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+fn rfc3339_opt<S: serde::Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+        Some(text) => s.serialize_str(&text),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: Option<u64>,
+    loaded_at: Option<OffsetDateTime>,
+    last_error: Option<String>,
+}
+
+/// The live mapping: readers take a snapshot with [`Tenants::load`]; a new
+/// one replaces it whole.
 pub struct Tenants {
     current: ArcSwap<Registry>,
-    file: PathBuf,
     iam: IamConfig,
-    /// Serialises writers; holds the hash of the file content last applied,
-    /// so the watcher ignores the gateway's own writes and unchanged files.
-    writer: tokio::sync::Mutex<[u8; 32]>,
+    source: Source,
+    state: Mutex<State>,
 }
 
 impl Tenants {
-    /// Loads and validates the tenants file (at start: a bad file is fatal).
-    pub fn open(file: PathBuf, iam: IamConfig) -> Result<Self, TenantsError> {
-        let text = read_file(&file)?;
-        let registry = parse_file(&file, &text, &iam)?;
-        Ok(Self {
-            current: ArcSwap::from_pointee(registry),
-            file,
+    /// No mapping yet (not ready until the first [`Tenants::apply`]).
+    pub fn new(source: Source, iam: IamConfig) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Registry::default()),
             iam,
-            writer: tokio::sync::Mutex::new(Sha256::digest(text.as_bytes()).into()),
-        })
+            source,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The mapping as of now; keep it for the whole request.
@@ -46,96 +83,64 @@ impl Tenants {
         self.current.load_full()
     }
 
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     /// The IAM config tenants are validated against.
     pub fn iam(&self) -> &IamConfig {
         &self.iam
     }
 
-    /// Re-reads the file. `Ok(true)` if the mapping changed, `Ok(false)` if
-    /// the file is as last applied; on error the last good mapping stays.
-    pub async fn reload(&self) -> Result<bool, TenantsError> {
-        let mut applied = self.writer.lock().await;
-        let file = self.file.clone();
-        let text = tokio::task::spawn_blocking(move || read_file(&file))
-            .await
-            .map_err(|e| TenantsError::Invalid {
-                path: self.file.display().to_string(),
-                msg: e.to_string(),
-            })??;
-        let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if hash == *applied {
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Whether a mapping was loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.state().revision.is_some()
+    }
+
+    /// The revision of the mapping being served.
+    pub fn revision(&self) -> Option<u64> {
+        self.state().revision
+    }
+
+    /// Validates and serves `file` as revision `revision`. `Ok(false)` if
+    /// that revision is already served. On error the last good mapping
+    /// stays and the error is kept for the status.
+    pub fn apply(&self, revision: u64, file: TenantsFile) -> Result<bool, String> {
+        if self.state().revision == Some(revision) {
             return Ok(false);
         }
-        // An empty file is a write caught half-way (or a mistake), not a
-        // request to unmap every tenant.
-        if text.trim().is_empty() {
-            return Err(TenantsError::Invalid {
-                path: self.file.display().to_string(),
-                msg: "the file is empty".into(),
-            });
-        }
-        let registry = parse_file(&self.file, &text, &self.iam)?;
-        tracing::info!(tenants = registry.len(), file = %self.file.display(), "tenants reloaded");
-        self.current.store(Arc::new(registry));
-        *applied = hash;
-        Ok(true)
-    }
-
-    /// Applies `change` to the current spec, validates, persists atomically,
-    /// then swaps. Returns the spec before and after. On any error nothing
-    /// changes, on disk or in memory.
-    pub async fn update<F, T>(&self, change: F) -> Result<T, UpdateError>
-    where
-        F: FnOnce(&mut TenantsFile) -> Result<T, UpdateError>,
-    {
-        let mut applied = self.writer.lock().await;
-        let mut spec = self.current.load().spec().clone();
-        let out = change(&mut spec)?;
-        let registry = Registry::build(spec, &self.iam).map_err(UpdateError::Invalid)?;
-        let text = render(registry.spec());
-        let path = self.file.clone();
-        let bytes = text.clone().into_bytes();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|source| {
-                UpdateError::Persist(TenantsError::Write {
-                    path: self.file.display().to_string(),
-                    source,
-                })
-            })?;
-        self.current.store(Arc::new(registry));
-        *applied = Sha256::digest(text.as_bytes()).into();
-        Ok(out)
-    }
-
-    /// Polls the file every `interval` and reloads it when its content
-    /// changes. Polling (rather than inotify) also follows a Kubernetes
-    /// ConfigMap mount, where the file is a symlink that is swapped.
-    pub async fn watch(self: Arc<Self>, interval: std::time::Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.reload().await {
-                tracing::error!(error = %e, "tenants file rejected; the last good mapping stays");
+        match Registry::build(file, &self.iam) {
+            Ok(registry) => {
+                let count = registry.len();
+                self.current.store(Arc::new(registry));
+                let mut state = self.state();
+                state.revision = Some(revision);
+                state.loaded_at = Some(OffsetDateTime::now_utc());
+                state.last_error = None;
+                drop(state);
+                tracing::info!(tenants = count, revision, "tenant mapping loaded");
+                Ok(true)
+            }
+            Err(e) => {
+                self.failed(e.clone());
+                Err(e)
             }
         }
     }
-}
 
-/// An admin change that was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum UpdateError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("unknown tenant {0}")]
-    UnknownTenant(String),
-    #[error(transparent)]
-    Persist(TenantsError),
+    /// Keeps why the source could not be read or applied.
+    pub fn failed(&self, error: String) {
+        self.state().last_error = Some(error);
+    }
+
+    pub fn status(&self) -> TenantsStatus {
+        let state = self.state();
+        TenantsStatus {
+            source: self.source,
+            count: self.current.load().len(),
+            revision: state.revision,
+            loaded_at: state.loaded_at,
+            last_error: state.last_error.clone(),
+        }
+    }
 }

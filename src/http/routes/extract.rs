@@ -59,6 +59,13 @@ impl TenantContext {
             .tenant
             .clone()
             .ok_or_else(|| ApiError::new(Code::Forbidden, "the token has no valid tenant claim"))?;
+        if !app.tenants.is_loaded() {
+            return Err(ApiError::new(
+                Code::StoreUnavailable,
+                "no tenant mapping loaded yet: the shared store has not answered since start",
+            )
+            .retry_after(1));
+        }
         let registry = app.tenants.load();
         let tenant = registry.get(&name).cloned().ok_or_else(|| {
             ApiError::new(

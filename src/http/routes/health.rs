@@ -15,13 +15,22 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready once config and tenants are loaded; not ready while shutting down.
+/// Ready once config and tenants are loaded (the tenant source read once,
+/// even if it holds no tenant yet); not ready while shutting down.
 pub async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let tenants = app.tenants.load().len();
     if app.shutting_down.load(Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "shutting down", "tenants": tenants})),
+        );
+    }
+    // With a store, the first load may wait for the database; without a
+    // mapping the replica can serve nothing.
+    if !app.tenants.is_loaded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading tenants", "tenants": 0})),
         );
     }
     (
@@ -31,6 +40,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    app.metrics.store_up(app.store.is_up());
     for (project, age) in app.upstream.credentials.iam().token_ages() {
         app.metrics.iam_token_age(&project, age);
     }

@@ -1,0 +1,496 @@
+//! The shared store on PostgreSQL (13 or newer): the schema in
+//! `migrations/` applied under sqlx's advisory lock, every admin write one
+//! transaction that bumps the mapping's revision, writes the audit event and
+//! notifies the other replicas (`NOTIFY cphgw_tenants, '<revision>'`).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::watch;
+
+use super::memory::changes;
+use super::{
+    AuditAction, AuditEvent, Precondition, Store, StoreError, StoreKind, TenantsSnapshot, Written,
+};
+use crate::config::Secret;
+use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
+
+/// The notification channel of tenant changes.
+pub const CHANNEL: &str = "cphgw_tenants";
+
+/// Sent on the notification watch after a reconnect of the listener: what
+/// was notified meanwhile is lost, so everything is re-read.
+pub const RESYNC: u64 = u64::MAX;
+
+/// How long a call waits for a pooled connection before the store counts as
+/// down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub struct PgStore {
+    pool: PgPool,
+    up: Arc<AtomicBool>,
+    audit_retention: Duration,
+    notify: watch::Sender<u64>,
+    listening: std::sync::Once,
+}
+
+impl PgStore {
+    /// A pool that connects lazily: a store that is down at start does not
+    /// stop the gateway from starting.
+    pub fn new(url: Arc<Secret>, audit_retention: Duration) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url.current().expose_secret())
+            .map_err(|_| {
+                // sqlx's message may quote the URL, which may hold a password.
+                StoreError::Invalid(format!("{}: not a valid PostgreSQL URL", url.key()))
+            })?
+            .application_name("cph-gateway");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            up: Arc::new(AtomicBool::new(false)),
+            audit_retention,
+            notify: watch::channel(0).0,
+            listening: std::sync::Once::new(),
+        })
+    }
+
+    /// Records whether a call reached the database.
+    fn seen<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        match result {
+            Ok(v) => {
+                self.up.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                let err = classify(e);
+                if matches!(err, StoreError::Unavailable(_)) {
+                    self.up.store(false, Ordering::Relaxed);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Listens for change notifications in the background, for as long as
+    /// the process runs; reconnects by itself and then asks for a resync.
+    fn listen(&self) {
+        let pool = self.pool.clone();
+        let notify = self.notify.clone();
+        let up = self.up.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(250);
+            loop {
+                let listener = async {
+                    let mut l = PgListener::connect_with(&pool).await?;
+                    l.listen(CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(l)
+                }
+                .await;
+                let mut listener = match listener {
+                    Ok(l) => l,
+                    Err(e) => {
+                        up.store(false, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "store listener cannot connect");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                delay = Duration::from_millis(250);
+                // (Re)connected: what was sent meanwhile is lost.
+                notify.send_replace(RESYNC);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) => {
+                            if let Ok(rev) = n.payload().parse::<u64>() {
+                                notify.send_replace(rev);
+                            }
+                        }
+                        // The connection was lost; the next call reconnects.
+                        Ok(None) => {
+                            up.store(false, Ordering::Relaxed);
+                            notify.send_replace(RESYNC);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "store listener lost");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+}
+
+/// Constraint violations are the request's fault; anything else means the
+/// store cannot serve.
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")) => {
+            StoreError::Invalid(format!("refused by the store: {}", db.message()))
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Locks the mapping for a write and returns its revision.
+async fn lock_revision(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
+    let rev: i64 = sqlx::query_scalar("SELECT tenants_revision FROM cphgw_meta FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(rev as u64)
+}
+
+async fn bump_revision(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
+    let rev: i64 = sqlx::query_scalar(
+        "UPDATE cphgw_meta SET tenants_revision = tenants_revision + 1 RETURNING tenants_revision",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(rev.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(rev as u64)
+}
+
+/// Every tenant, in one consistent read.
+async fn read_all(conn: &mut sqlx::PgConnection) -> Result<TenantsFile, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT t.name, t.default_project, p.project_id, p.region, p.credential \
+         FROM cphgw_tenants t JOIN cphgw_tenant_projects p ON p.tenant = t.name \
+         ORDER BY t.name, p.position",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut file = TenantsFile::default();
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let spec = file.tenants.entry(name).or_insert_with(|| TenantSpec {
+            default_project: String::new(),
+            projects: Vec::new(),
+        });
+        spec.default_project = row.try_get(1)?;
+        spec.projects.push(ProjectSpec {
+            project_id: row.try_get(2)?,
+            region: row.try_get(3)?,
+            credential: row.try_get(4)?,
+        });
+    }
+    Ok(file)
+}
+
+async fn read_one(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+) -> Result<Option<TenantSpec>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT t.default_project, p.project_id, p.region, p.credential \
+         FROM cphgw_tenants t JOIN cphgw_tenant_projects p ON p.tenant = t.name \
+         WHERE t.name = $1 ORDER BY p.position",
+    )
+    .bind(name)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut spec: Option<TenantSpec> = None;
+    for row in rows {
+        let s = spec.get_or_insert_with(|| TenantSpec {
+            default_project: String::new(),
+            projects: Vec::new(),
+        });
+        s.default_project = row.try_get(0)?;
+        s.projects.push(ProjectSpec {
+            project_id: row.try_get(1)?,
+            region: row.try_get(2)?,
+            credential: row.try_get(3)?,
+        });
+    }
+    Ok(spec)
+}
+
+async fn write_one(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+    spec: Option<&TenantSpec>,
+    revision: u64,
+) -> Result<(), sqlx::Error> {
+    let Some(spec) = spec else {
+        sqlx::query("DELETE FROM cphgw_tenants WHERE name = $1")
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO cphgw_tenants (name, default_project, revision) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET default_project = EXCLUDED.default_project, \
+         revision = EXCLUDED.revision, updated_at = now()",
+    )
+    .bind(name)
+    .bind(&spec.default_project)
+    .bind(revision as i64)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM cphgw_tenant_projects WHERE tenant = $1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    let positions: Vec<i32> = (0..spec.projects.len() as i32).collect();
+    let ids: Vec<&str> = spec.projects.iter().map(|p| p.project_id.as_str()).collect();
+    let regions: Vec<&str> = spec.projects.iter().map(|p| p.region.as_str()).collect();
+    let creds: Vec<&str> = spec.projects.iter().map(|p| p.credential.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO cphgw_tenant_projects (tenant, position, project_id, region, credential) \
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[])",
+    )
+    .bind(name)
+    .bind(&positions)
+    .bind(&ids)
+    .bind(&regions)
+    .bind(&creds)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event(
+    conn: &mut sqlx::PgConnection,
+    who: &str,
+    action: AuditAction,
+    tenant: Option<&str>,
+    before: Option<&TenantSpec>,
+    after: Option<&TenantSpec>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cphgw_audit (who, action, tenant, before, after) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(who)
+    .bind(action.as_str())
+    .bind(tenant)
+    .bind(before.map(sqlx::types::Json))
+    .bind(after.map(sqlx::types::Json))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One write of one tenant: lock, check, write, audit, notify, commit.
+async fn write_tenant(
+    pool: &PgPool,
+    name: &str,
+    after: Option<&TenantSpec>,
+    precondition: &Precondition,
+    who: &str,
+) -> Result<Result<Written, StoreError>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let current_rev = lock_revision(&mut tx).await?;
+    let before = read_one(&mut tx, name).await?;
+    if after.is_none() && before.is_none() {
+        return Ok(Err(StoreError::UnknownTenant(name.to_owned())));
+    }
+    if !precondition.holds(before.as_ref()) {
+        return Ok(Err(StoreError::PreconditionFailed));
+    }
+    if before.as_ref() == after {
+        // Nothing to change: no new revision, no event.
+        return Ok(Ok(Written {
+            before,
+            revision: current_rev,
+        }));
+    }
+    let revision = bump_revision(&mut tx).await?;
+    write_one(&mut tx, name, after, revision).await?;
+    let action = if after.is_some() {
+        AuditAction::Put
+    } else {
+        AuditAction::Delete
+    };
+    insert_event(&mut tx, who, action, Some(name), before.as_ref(), after).await?;
+    tx.commit().await?;
+    Ok(Ok(Written { before, revision }))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes an advisory lock, so replicas starting together apply
+        // each migration once.
+        let done = MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => e,
+            other => sqlx::Error::Migrate(Box::new(other)),
+        });
+        self.seen(done)
+    }
+
+    async fn tenants(&self) -> Result<TenantsSnapshot, StoreError> {
+        let read = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let rev: i64 = sqlx::query_scalar("SELECT tenants_revision FROM cphgw_meta")
+                .fetch_one(&mut *tx)
+                .await?;
+            let file = read_all(&mut tx).await?;
+            tx.commit().await?;
+            Ok(TenantsSnapshot {
+                revision: rev as u64,
+                file,
+            })
+        }
+        .await;
+        self.seen(read)
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        let rev: Result<i64, _> = sqlx::query_scalar("SELECT tenants_revision FROM cphgw_meta")
+            .fetch_one(&self.pool)
+            .await;
+        self.seen(rev).map(|r| r as u64)
+    }
+
+    async fn put_tenant(
+        &self,
+        name: &str,
+        spec: &TenantSpec,
+        precondition: &Precondition,
+        who: &str,
+    ) -> Result<Written, StoreError> {
+        self.seen(write_tenant(&self.pool, name, Some(spec), precondition, who).await)?
+    }
+
+    async fn delete_tenant(
+        &self,
+        name: &str,
+        precondition: &Precondition,
+        who: &str,
+    ) -> Result<Written, StoreError> {
+        self.seen(write_tenant(&self.pool, name, None, precondition, who).await)?
+    }
+
+    async fn import(&self, file: &TenantsFile, who: &str) -> Result<Option<u64>, StoreError> {
+        let done = async {
+            let mut tx = self.pool.begin().await?;
+            lock_revision(&mut tx).await?;
+            let current = read_all(&mut tx).await?;
+            let changed = changes(&current, file);
+            if changed.is_empty() {
+                return Ok(None);
+            }
+            let revision = bump_revision(&mut tx).await?;
+            for (name, before, after) in &changed {
+                write_one(&mut tx, name, after.as_ref(), revision).await?;
+                insert_event(
+                    &mut tx,
+                    who,
+                    AuditAction::Import,
+                    Some(name),
+                    before.as_ref(),
+                    after.as_ref(),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(Some(revision))
+        }
+        .await;
+        self.seen(done)
+    }
+
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let done = async {
+            let mut conn = self.pool.acquire().await?;
+            insert_event(
+                &mut conn,
+                &event.who,
+                event.action,
+                event.tenant.as_deref(),
+                event.before.as_ref(),
+                event.after.as_ref(),
+            )
+            .await
+        }
+        .await;
+        self.seen(done)
+    }
+
+    async fn audit(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, who, action, tenant, before, after FROM cphgw_audit \
+             WHERE ($1::text IS NULL OR tenant = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await;
+        let rows = self.seen(rows)?;
+        rows.into_iter()
+            .map(|row| {
+                let action: String = row.try_get(2)?;
+                let before: Option<sqlx::types::Json<TenantSpec>> = row.try_get(4)?;
+                let after: Option<sqlx::types::Json<TenantSpec>> = row.try_get(5)?;
+                Ok(AuditEvent {
+                    at: row.try_get(0)?,
+                    who: row.try_get(1)?,
+                    action: match action.as_str() {
+                        "put" => AuditAction::Put,
+                        "delete" => AuditAction::Delete,
+                        "import" => AuditAction::Import,
+                        _ => AuditAction::Reload,
+                    },
+                    tenant: row.try_get(3)?,
+                    before: before.map(|j| j.0),
+                    after: after.map(|j| j.0),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(classify)
+    }
+
+    async fn prune(&self) -> Result<(), StoreError> {
+        // Audit events older than `store.audit_retention_days`.
+        let done = sqlx::query(
+            "DELETE FROM cphgw_audit WHERE at < now() - make_interval(secs => $1)",
+        )
+        .bind(self.audit_retention.as_secs_f64())
+        .execute(&self.pool)
+        .await;
+        let deleted = self.seen(done)?.rows_affected();
+        if deleted > 0 {
+            tracing::info!(deleted, "audit events past their retention deleted");
+        }
+        Ok(())
+    }
+
+    fn notifications(&self) -> watch::Receiver<u64> {
+        self.listening.call_once(|| self.listen());
+        self.notify.subscribe()
+    }
+}
