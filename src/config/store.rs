@@ -84,11 +84,7 @@ impl RawStore {
     pub(super) fn validate(self, env: &dyn Env) -> Result<StoreConfig, ConfigError> {
         let url = match (self.url_env, self.url_file) {
             (None, None) => None,
-            (Some(var), None) => Some(Secret::load(
-                "store.url_env",
-                SecretSource::Env(var),
-                env,
-            )?),
+            (Some(var), None) => Some(Secret::load("store.url_env", SecretSource::Env(var), env)?),
             (None, Some(path)) => Some(Secret::load(
                 "store.url_file",
                 SecretSource::File(path),
@@ -124,10 +120,7 @@ impl RawStore {
 impl RawRetention {
     pub(super) fn validate(self) -> Result<IdempotencyConfig, ConfigError> {
         Ok(IdempotencyConfig {
-            retention: Duration::from_secs(positive(
-                "idempotency.retention_s",
-                self.retention_s,
-            )?),
+            retention: Duration::from_secs(positive("idempotency.retention_s", self.retention_s)?),
         })
     }
 }

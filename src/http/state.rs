@@ -11,10 +11,10 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::domain::{ApiError, Code, TenantId};
 use crate::stop::Stops;
-use crate::telemetry::Metrics;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PgStore;
 use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
 use crate::tenants::{Source, Tenants, TenantsError};
 use crate::upstream::Upstream;
 
@@ -64,10 +64,8 @@ impl AppState {
             // A fleet: the mapping comes from PostgreSQL once it answers
             // (`tenants::sync`); until then the replica is not ready.
             Some(url) => {
-                let store: Arc<dyn Store> = Arc::new(PgStore::new(
-                    url.clone(),
-                    config.store.audit_retention,
-                )?);
+                let store: Arc<dyn Store> =
+                    Arc::new(PgStore::new(url.clone(), config.store.audit_retention)?);
                 (store, Tenants::new(Source::Postgres, config.iam.clone()))
             }
             // Alone: the tenants file, read now (a bad file stops the start).

@@ -226,7 +226,13 @@ impl Store for MemoryStore {
                 Ok(file.tenants.remove(name))
             })
             .await?;
-        self.push(Self::event(who, AuditAction::Delete, name, before.clone(), None));
+        self.push(Self::event(
+            who,
+            AuditAction::Delete,
+            name,
+            before.clone(),
+            None,
+        ));
         Ok(Written {
             before,
             revision: content_revision(&file),

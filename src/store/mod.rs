@@ -166,8 +166,11 @@ pub trait Store: Send + Sync + 'static {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError>;
 
     /// The newest events first, at most `limit`, of one tenant or all.
-    async fn audit(&self, tenant: Option<&str>, limit: usize)
-    -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Deletes what is past its retention (audit events, later keys and
     /// records); called periodically by one task per replica.
@@ -239,8 +242,12 @@ mod tests {
     fn content_revisions_fit_a_double() {
         let mut f = TenantsFile::default();
         assert!(content_revision(&f) < 1 << 53);
-        f.tenants.insert("a".into(), spec("0a1b2c3d4e5f60718293a4b5c6d7e8f9"));
+        f.tenants
+            .insert("a".into(), spec("0a1b2c3d4e5f60718293a4b5c6d7e8f9"));
         assert!(content_revision(&f) < 1 << 53);
-        assert_ne!(content_revision(&f), content_revision(&TenantsFile::default()));
+        assert_ne!(
+            content_revision(&f),
+            content_revision(&TenantsFile::default())
+        );
     }
 }

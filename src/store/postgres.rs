@@ -133,7 +133,6 @@ impl PgStore {
             }
         });
     }
-
 }
 
 /// Constraint violations are the request's fault; anything else means the
@@ -251,9 +250,17 @@ async fn write_one(
         .execute(&mut **tx)
         .await?;
     let positions: Vec<i32> = (0..spec.projects.len() as i32).collect();
-    let ids: Vec<&str> = spec.projects.iter().map(|p| p.project_id.as_str()).collect();
+    let ids: Vec<&str> = spec
+        .projects
+        .iter()
+        .map(|p| p.project_id.as_str())
+        .collect();
     let regions: Vec<&str> = spec.projects.iter().map(|p| p.region.as_str()).collect();
-    let creds: Vec<&str> = spec.projects.iter().map(|p| p.credential.as_str()).collect();
+    let creds: Vec<&str> = spec
+        .projects
+        .iter()
+        .map(|p| p.credential.as_str())
+        .collect();
     sqlx::query(
         "INSERT INTO cphgw_tenant_projects (tenant, position, project_id, region, credential) \
          SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[])",
@@ -476,12 +483,11 @@ impl Store for PgStore {
 
     async fn prune(&self) -> Result<(), StoreError> {
         // Audit events older than `store.audit_retention_days`.
-        let done = sqlx::query(
-            "DELETE FROM cphgw_audit WHERE at < now() - make_interval(secs => $1)",
-        )
-        .bind(self.audit_retention.as_secs_f64())
-        .execute(&self.pool)
-        .await;
+        let done =
+            sqlx::query("DELETE FROM cphgw_audit WHERE at < now() - make_interval(secs => $1)")
+                .bind(self.audit_retention.as_secs_f64())
+                .execute(&self.pool)
+                .await;
         let deleted = self.seen(done)?.rows_affected();
         if deleted > 0 {
             tracing::info!(deleted, "audit events past their retention deleted");

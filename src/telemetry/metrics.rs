@@ -73,6 +73,7 @@ pub struct Metrics {
     jwt_rejections: Family<Reason, Counter>,
     in_flight: Gauge,
     store_up: Gauge,
+    tenants_revision: Gauge<f64, std::sync::atomic::AtomicU64>,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -96,6 +97,7 @@ impl Metrics {
         let jwt_rejections = Family::default();
         let in_flight = Gauge::default();
         let store_up = Gauge::default();
+        let tenants_revision = Gauge::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
         // prometheus-client appends `_total` to counters.
@@ -140,6 +142,11 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register(
+            "cphgw_tenants_revision",
+            "Revision of the tenant mapping this replica serves (the same on every replica with the same mapping)",
+            tenants_revision.clone(),
+        );
+        registry.register(
             "cphgw_store_up",
             "1 if the last call to the shared store succeeded (always 1 without a store)",
             store_up.clone(),
@@ -165,6 +172,7 @@ impl Metrics {
             jwt_rejections,
             in_flight,
             store_up,
+            tenants_revision,
             upstream_in_flight,
             iam_token_age,
         }
@@ -219,6 +227,11 @@ impl Metrics {
                 project: project.to_string(),
             })
             .set(age.as_secs_f64());
+    }
+
+    /// The revision of the mapping served (below 2^53: exact as a float).
+    pub fn tenants_revision(&self, revision: u64) {
+        self.tenants_revision.set(revision as f64);
     }
 
     /// Whether the shared store answers.

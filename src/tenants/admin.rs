@@ -6,9 +6,7 @@ use time::OffsetDateTime;
 
 use super::{TenantSpec, Tenants, build_tenant, sync};
 use crate::domain::{ApiError, Code, TenantId, truncate};
-use crate::store::{
-    AuditAction, AuditEvent, Precondition, Store, StoreError, StoreKind, etag,
-};
+use crate::store::{AuditAction, AuditEvent, Precondition, Store, StoreError, StoreKind, etag};
 
 /// The answer to a write: whether it created the tenant, and its ETag.
 #[derive(Debug)]
@@ -68,7 +66,14 @@ pub async fn put(
         .await
         .map_err(|e| refused(e, store.kind()))?;
     settle(store, tenants).await;
-    audit_line("put", who, name, written.before.as_ref(), Some(&spec), written.revision);
+    audit_line(
+        "put",
+        who,
+        name,
+        written.before.as_ref(),
+        Some(&spec),
+        written.revision,
+    );
     Ok(Put {
         created: written.before.is_none(),
         etag: etag(&spec),
@@ -88,7 +93,14 @@ pub async fn delete(
         .await
         .map_err(|e| refused(e, store.kind()))?;
     settle(store, tenants).await;
-    audit_line("delete", who, name, written.before.as_ref(), None, written.revision);
+    audit_line(
+        "delete",
+        who,
+        name,
+        written.before.as_ref(),
+        None,
+        written.revision,
+    );
     Ok(())
 }
 
@@ -104,7 +116,13 @@ pub async fn reload(store: &dyn Store, tenants: &Tenants, who: &str) -> Result<b
             ),
             other => refused(other, store.kind()),
         })?;
-    tracing::info!(audit = true, action = "reload", who, changed, "tenant source reloaded");
+    tracing::info!(
+        audit = true,
+        action = "reload",
+        who,
+        changed,
+        "tenant source reloaded"
+    );
     let event = AuditEvent {
         at: OffsetDateTime::now_utc(),
         who: who.to_owned(),

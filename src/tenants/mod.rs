@@ -41,7 +41,10 @@ pub struct TenantsStatus {
 }
 
 fn rfc3339_opt<S: serde::Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
-    match at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+    match at.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
         Some(text) => s.serialize_str(&text),
         None => s.serialize_none(),
     }

@@ -16,7 +16,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Re-reads the store's mapping and applies it. With `force`, even when the
 /// revision looks the same. `Ok(true)` if the served mapping changed.
-pub async fn refresh(store: &dyn Store, tenants: &Tenants, force: bool) -> Result<bool, StoreError> {
+pub async fn refresh(
+    store: &dyn Store,
+    tenants: &Tenants,
+    force: bool,
+) -> Result<bool, StoreError> {
     if !force
         && let Some(served) = tenants.revision()
         && store.revision().await? == served

@@ -17,3 +17,4 @@ mod security;
 mod shutdown;
 mod smoke;
 mod stop;
+mod store;

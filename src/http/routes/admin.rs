@@ -229,9 +229,10 @@ pub async fn audit(
     let Query(q) = query.map_err(|e| ApiError::new(Code::InvalidBody, e.body_text()))?;
     let limit = match q.limit.as_deref() {
         None => 100,
-        Some(n) => n.trim().parse::<i64>().map_err(|_| {
-            ApiError::new(Code::InvalidBody, "limit must be a whole number")
-        })?,
+        Some(n) => n
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| ApiError::new(Code::InvalidBody, "limit must be a whole number"))?,
     }
     .clamp(1, 1000) as usize;
     let events = app

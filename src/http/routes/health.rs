@@ -41,6 +41,9 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     app.metrics.store_up(app.store.is_up());
+    if let Some(revision) = app.tenants.revision() {
+        app.metrics.tenants_revision(revision);
+    }
     for (project, age) in app.upstream.credentials.iam().token_ages() {
         app.metrics.iam_token_age(&project, age);
     }

@@ -2,7 +2,9 @@
 //! 0, wired together per test, and helpers to talk to them over HTTP: the
 //! test config and tenants, caller and admin tokens, the answers' checks.
 
+pub mod db;
 pub mod process;
+pub mod proxy;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,743 @@
+//! The shared store on a real PostgreSQL: several replicas on one database,
+//! admins racing with If-Match, the database going away under traffic, many
+//! concurrent writes, import and export, and the schema's own constraints.
+//! Each test has a database of its own (see `helpers::db`).
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::db::TestDb;
+use crate::helpers::process::GatewayProcess;
+use crate::helpers::proxy::TcpProxy;
+use crate::helpers::*;
+
+const STORE_VAR: &str = "CPHGW_STORE_URL";
+
+/// Options for a replica on the store at `url`.
+fn on_store(url: &str) -> TestOptions {
+    TestOptions::default()
+        .set("store.url_env", &format!("\"{STORE_VAR}\""))
+        .env(STORE_VAR, url)
+        // A fleet's tenants live in the store: the file is only a default.
+        .set("tenants.watch_interval_ms", "1000")
+}
+
+/// A tenant body in cn-east-3 with the `default` credential.
+fn body(projects: &[&str]) -> Value {
+    json!({
+        "default_project": projects[0],
+        "projects": projects.iter().map(|p| json!({"project_id": p, "region": "cn-east-3", "credential": "default"})).collect::<Vec<_>>(),
+    })
+}
+
+/// A 32-hex project id numbered `n`.
+fn project(n: u32) -> String {
+    format!("{n:08x}4e5f60718293a4b5c6d7e8f9")
+}
+
+async fn admin_call(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(admin_token());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Waits until the replica at `admin_url` is ready.
+async fn ready(client: &reqwest::Client, admin_url: &str) -> bool {
+    eventually(Duration::from_secs(10), async || {
+        client
+            .get(format!("{admin_url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await
+}
+
+/// The revision a replica reports in its metrics.
+async fn revision(client: &reqwest::Client, admin_url: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{admin_url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    sample(&text, "cphgw_tenants_revision")
+}
+
+/// Like `eventually`, polling every 5 ms, so that the time it takes is the
+/// propagation time to within a few milliseconds.
+async fn within(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f().await
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_serve_a_change_made_through_any_of_them_within_a_second() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let sim = cph_sim::Sim::start(Default::default()).await.expect("sim");
+    let env = [
+        ("CPHGW__STORE__URL_ENV", "\"CPHGW_STORE_URL\""),
+        ("CPHGW_STORE_URL", db.url.as_str()),
+    ];
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(GatewayProcess::start_against(&sim, &env).await);
+    }
+    let client = reqwest::Client::new();
+    let mut puts = Vec::new();
+    let mut deletes = Vec::new();
+    for round in 0..8u32 {
+        let tenant = format!("tenant-{round}");
+        let writer = &replicas[round as usize % 3];
+        let started = Instant::now();
+        let (status, _, reply) = admin_call(
+            &client,
+            &writer.admin_url,
+            Method::PUT,
+            &format!("/admin/v1/tenants/{tenant}"),
+            Some(&body(&[&project(round)])),
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        for other in replicas.iter().filter(|r| r.admin_url != writer.admin_url) {
+            let seen = within(Duration::from_secs(1), async || {
+                admin_call(
+                    &client,
+                    &other.admin_url,
+                    Method::GET,
+                    &format!("/admin/v1/tenants/{tenant}"),
+                    None,
+                    &[],
+                )
+                .await
+                .0 == StatusCode::OK
+            })
+            .await;
+            assert!(
+                seen,
+                "replica {} did not serve {tenant} within 1 s",
+                other.admin_url
+            );
+        }
+        puts.push(started.elapsed());
+
+        let started = Instant::now();
+        let (status, _, reply) = admin_call(
+            &client,
+            &writer.admin_url,
+            Method::DELETE,
+            &format!("/admin/v1/tenants/{tenant}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
+        for other in replicas.iter().filter(|r| r.admin_url != writer.admin_url) {
+            let gone = within(Duration::from_secs(1), async || {
+                admin_call(
+                    &client,
+                    &other.admin_url,
+                    Method::GET,
+                    &format!("/admin/v1/tenants/{tenant}"),
+                    None,
+                    &[],
+                )
+                .await
+                .0 == StatusCode::NOT_FOUND
+            })
+            .await;
+            assert!(
+                gone,
+                "replica {} still served {tenant} 1 s after DELETE",
+                other.admin_url
+            );
+        }
+        deletes.push(started.elapsed());
+    }
+    // Every replica reports the same revision for the same mapping.
+    let revisions: Vec<Option<f64>> =
+        futures_util::future::join_all(replicas.iter().map(|r| revision(&client, &r.admin_url)))
+            .await;
+    assert!(revisions[0].is_some(), "{revisions:?}");
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
+    puts.sort();
+    deletes.sort();
+    println!(
+        "propagation to the two other replicas, 8 rounds: PUT p50 {:?} max {:?}; DELETE p50 {:?} max {:?}",
+        percentile(&puts, 0.5),
+        puts[puts.len() - 1],
+        percentile(&deletes, 0.5),
+        deletes[deletes.len() - 1],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_racing_with_if_match_on_two_replicas_one_wins() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = TestApp::spawn_with(on_store(&db.url)).await;
+    let b = TestApp::spawn_with(on_store(&db.url)).await;
+    assert!(ready(&a.client, &a.admin_url).await && ready(&b.client, &b.admin_url).await);
+    let path = "/admin/v1/tenants/initech";
+    let (status, headers, _) = admin_call(
+        &a.client,
+        &a.admin_url,
+        Method::PUT,
+        path,
+        Some(&body(&[&project(1)])),
+        &[("If-None-Match", "*")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let etag = headers
+        .get("etag")
+        .expect("ETag on create")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // A second create-only PUT fails: the tenant exists.
+    let (status, _, reply) = admin_call(
+        &b.client,
+        &b.admin_url,
+        Method::PUT,
+        path,
+        Some(&body(&[&project(9)])),
+        &[("If-None-Match", "*")],
+    )
+    .await;
+    assert_gateway_error(
+        status,
+        &reply,
+        StatusCode::PRECONDITION_FAILED,
+        "CPHGW.0105",
+    );
+    let tag = etag.as_str();
+    let (body2, body3) = (body(&[&project(2)]), body(&[&project(3)]));
+    let if_match = [("If-Match", tag)];
+    let (one, two) = tokio::join!(
+        admin_call(
+            &a.client,
+            &a.admin_url,
+            Method::PUT,
+            path,
+            Some(&body2),
+            &if_match
+        ),
+        admin_call(
+            &b.client,
+            &b.admin_url,
+            Method::PUT,
+            path,
+            Some(&body3),
+            &if_match
+        ),
+    );
+    let statuses = [one.0, two.0];
+    assert!(
+        statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::PRECONDITION_FAILED),
+        "exactly one of the racing writes wins: {statuses:?}"
+    );
+    let (loser, winner_project) = if one.0 == StatusCode::OK {
+        (&two, project(2))
+    } else {
+        (&one, project(3))
+    };
+    assert_gateway_error(
+        loser.0,
+        &loser.2,
+        StatusCode::PRECONDITION_FAILED,
+        "CPHGW.0105",
+    );
+    let (status, _, audit) = admin_call(
+        &a.client,
+        &a.admin_url,
+        Method::GET,
+        "/admin/v1/audit?tenant=initech",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let events = audit["events"].as_array().expect("events");
+    assert_eq!(
+        events.len(),
+        2,
+        "the create and the winning change only: {audit}"
+    );
+    assert_eq!(events[0]["action"], "put");
+    assert_eq!(
+        events[0]["after"]["default_project"],
+        winner_project.as_str(),
+        "{audit}"
+    );
+    assert_eq!(
+        events[0]["before"]["default_project"],
+        project(1).as_str(),
+        "{audit}"
+    );
+    assert!(
+        events[0]["who"].as_str().is_some_and(|w| !w.is_empty()),
+        "{audit}"
+    );
+    assert_eq!(events[0]["who"], events[1]["who"], "{audit}");
+    // A DELETE with a stale ETag is refused too; with the current one it works.
+    let (status, _, reply) = admin_call(
+        &b.client,
+        &b.admin_url,
+        Method::DELETE,
+        path,
+        None,
+        &[("If-Match", tag)],
+    )
+    .await;
+    assert_gateway_error(
+        status,
+        &reply,
+        StatusCode::PRECONDITION_FAILED,
+        "CPHGW.0105",
+    );
+    let current = eventually(Duration::from_secs(2), async || {
+        admin_call(&b.client, &b.admin_url, Method::GET, path, None, &[])
+            .await
+            .2["default_project"]
+            == winner_project.as_str()
+    })
+    .await;
+    assert!(current);
+    let (_, headers, _) = admin_call(&b.client, &b.admin_url, Method::GET, path, None, &[]).await;
+    let fresh = headers
+        .get("etag")
+        .expect("ETag on GET")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = admin_call(
+        &b.client,
+        &b.admin_url,
+        Method::DELETE,
+        path,
+        None,
+        &[("If-Match", fresh.as_str())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_fails_no_stop_and_every_replica_catches_up() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let target: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = TcpProxy::start(target).await;
+    let behind = db.url_via(proxy.addr);
+    let a = TestApp::spawn_with(on_store(&behind)).await;
+    let b = TestApp::spawn_with(on_store(&behind)).await;
+    // A third replica reaches the database directly: it can change the
+    // mapping while the other two cannot reach it.
+    let c = TestApp::spawn_with(on_store(&db.url)).await;
+    for app in [&a, &b, &c] {
+        assert!(ready(&app.client, &app.admin_url).await);
+    }
+    let tenant_path = "/admin/v1/tenants/initech";
+    let (status, _, _) = admin_call(
+        &c.client,
+        &c.admin_url,
+        Method::PUT,
+        tenant_path,
+        Some(&body(&[&project(1)])),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The callers' tenant, in the store (the tenants file is not the source).
+    let (status, _, _) = admin_call(
+        &c.client,
+        &c.admin_url,
+        Method::PUT,
+        "/admin/v1/tenants/acme",
+        Some(&body(&[PROJECT_A])),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for app in [&a, &b] {
+        let mapped = eventually(Duration::from_secs(2), async || {
+            app.stop(&caller_token(TENANT_A), &app.phones(PROJECT_A, 0, 1))
+                .await
+                .0
+                == StatusCode::OK
+        })
+        .await;
+        assert!(mapped);
+    }
+
+    // Steady stop traffic on both replicas behind the proxy, throughout.
+    let stop_traffic = |app: &'static TestApp| async move {
+        let token = caller_token(TENANT_A);
+        let (mut ok, mut failed, mut n) = (0u32, 0u32, 0u32);
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            app.sim.start_phones();
+            let ids = app.phones(PROJECT_A, n % 1000, 5);
+            n += 5;
+            let (status, body) = app.stop(&token, &ids).await;
+            let all_jobs = body["jobs"]
+                .as_array()
+                .is_some_and(|j| j.len() == 5 && j.iter().all(|e| e["job_id"].is_string()));
+            if status == StatusCode::OK && all_jobs {
+                ok += 1
+            } else {
+                failed += 1
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, failed)
+    };
+    let a: &'static TestApp = Box::leak(Box::new(a));
+    let b: &'static TestApp = Box::leak(Box::new(b));
+    let traffic = tokio::spawn(async move { tokio::join!(stop_traffic(a), stop_traffic(b)) });
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.cut();
+    // Admin writes through a replica without its store: 503 CPHGW.0304.
+    let (status, headers, reply) = admin_call(
+        &a.client,
+        &a.admin_url,
+        Method::PUT,
+        tenant_path,
+        Some(&body(&[&project(2)])),
+        &[],
+    )
+    .await;
+    assert_gateway_error(
+        status,
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CPHGW.0304",
+    );
+    assert!(headers.contains_key("retry-after"));
+    let down = eventually(Duration::from_secs(5), async || {
+        let m = a.metrics().await;
+        sample(&m, "cphgw_store_up") == Some(0.0)
+    })
+    .await;
+    assert!(down, "cphgw_store_up did not go to 0");
+    // Meanwhile the mapping changes through the replica that reaches it.
+    let (status, _, _) = admin_call(
+        &c.client,
+        &c.admin_url,
+        Method::PUT,
+        tenant_path,
+        Some(&body(&[&project(3)])),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    let restored = Instant::now();
+    for app in [a, b] {
+        let caught_up = eventually(Duration::from_secs(5), async || {
+            admin_call(
+                &app.client,
+                &app.admin_url,
+                Method::GET,
+                tenant_path,
+                None,
+                &[],
+            )
+            .await
+            .2["default_project"]
+                == project(3).as_str()
+        })
+        .await;
+        assert!(
+            caught_up,
+            "{} did not catch up within 5 s of the database returning",
+            app.admin_url
+        );
+    }
+    println!(
+        "caught up {:?} after the database returned",
+        restored.elapsed()
+    );
+    let ((ok_a, failed_a), (ok_b, failed_b)) = traffic.await.expect("traffic");
+    println!(
+        "stops during the outage: {} ok, {} failed",
+        ok_a + ok_b,
+        failed_a + failed_b
+    );
+    assert_eq!(
+        failed_a + failed_b,
+        0,
+        "stops failed while the store was away"
+    );
+    assert!(ok_a > 10 && ok_b > 10);
+    let up = eventually(Duration::from_secs(5), async || {
+        sample(&a.metrics().await, "cphgw_store_up") == Some(1.0)
+    })
+    .await;
+    assert!(up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_writes_end_as_the_audit_says_on_every_replica() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let app = TestApp::spawn_with(on_store(&db.url)).await;
+        assert!(ready(&app.client, &app.admin_url).await);
+        replicas.push(app);
+    }
+    let writes = (0..100u32).map(|i| {
+        let app = &replicas[i as usize % 3];
+        let tenant = format!("t{}", i % 10);
+        async move {
+            let (status, _, reply) = admin_call(
+                &app.client,
+                &app.admin_url,
+                Method::PUT,
+                &format!("/admin/v1/tenants/{tenant}"),
+                Some(&body(&[&project(i)])),
+                &[],
+            )
+            .await;
+            assert!(status.is_success(), "{status}: {reply}");
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    let client = &replicas[0].client;
+    for t in 0..10 {
+        let tenant = format!("t{t}");
+        let (_, _, audit) = admin_call(
+            client,
+            &replicas[0].admin_url,
+            Method::GET,
+            &format!("/admin/v1/audit?tenant={tenant}&limit=1"),
+            None,
+            &[],
+        )
+        .await;
+        let last = audit["events"][0]["after"].clone();
+        assert!(last.is_object(), "{audit}");
+        for app in &replicas {
+            let served = eventually(Duration::from_secs(2), async || {
+                admin_call(
+                    &app.client,
+                    &app.admin_url,
+                    Method::GET,
+                    &format!("/admin/v1/tenants/{tenant}"),
+                    None,
+                    &[],
+                )
+                .await
+                .2 == last
+            })
+            .await;
+            assert!(
+                served,
+                "{} does not serve the last write of {tenant}: {last}",
+                app.admin_url
+            );
+        }
+    }
+    let (_, _, all) = admin_call(
+        client,
+        &replicas[0].admin_url,
+        Method::GET,
+        "/admin/v1/audit?limit=1000",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        all["events"].as_array().map(Vec::len),
+        Some(100),
+        "one event per write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_boots_without_its_store_waits_then_serves() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    proxy.cut();
+    let app = TestApp::spawn_with(on_store(&db.url_via(proxy.addr))).await;
+    let readyz = app
+        .client
+        .get(format!("{}/readyz", app.admin_url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = app
+        .stop(&caller_token(TENANT_A), &app.phones(PROJECT_A, 0, 1))
+        .await;
+    assert_gateway_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "CPHGW.0304");
+    proxy.restore();
+    assert!(
+        ready(&app.client, &app.admin_url).await,
+        "not ready after the store returned"
+    );
+    // An empty new store: ready, no tenant yet; import the file, then serve.
+    let (status, body) = app
+        .stop(&caller_token(TENANT_A), &app.phones(PROJECT_A, 0, 1))
+        .await;
+    assert_gateway_error(status, &body, StatusCode::FORBIDDEN, "CPHGW.0102");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_then_export_round_trips_and_a_second_import_changes_nothing() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "http://127.0.0.1:9");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cph-gateway"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_clear()
+            .envs(secret_env())
+            .env("CPHGW__STORE__URL_ENV", "\"CPHGW_STORE_URL\"")
+            .env("CPHGW_STORE_URL", &db.url)
+            .output()
+            .expect("run the binary");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["migrate"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&["tenants", "import"]);
+    assert!(ok && out.contains("imported 2 tenants"), "{out}{err}");
+    let (ok, exported, err) = run(&["tenants", "export"]);
+    assert!(ok, "{err}");
+    let exported_file: cph_gateway::tenants::TenantsFile =
+        toml::from_str(&exported).expect("export is a tenants file");
+    let original: cph_gateway::tenants::TenantsFile =
+        toml::from_str(&default_tenants()).expect("default tenants");
+    assert_eq!(exported_file, original);
+    let export_path = dir.path().join("exported.toml");
+    std::fs::write(&export_path, &exported).unwrap();
+    let (ok, out, err) = run(&["tenants", "import", "--file", export_path.to_str().unwrap()]);
+    assert!(ok && out.contains("nothing changed"), "{out}{err}");
+    let mut conn = db.connect().await;
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM cphgw_audit WHERE action = 'import'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        events, 2,
+        "one import event per tenant, none for the no-op import"
+    );
+    let revision: i64 = sqlx::query_scalar("SELECT tenants_revision FROM cphgw_meta")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(revision, 1, "the no-op import left the revision as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_rows_the_gateway_would_refuse_and_migrations_race_safely() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    // Five replicas starting together apply the schema once.
+    let starts = (0..5).map(|_| TestApp::spawn_with(on_store(&db.url)));
+    let apps = futures_util::future::join_all(starts).await;
+    for app in &apps {
+        assert!(ready(&app.client, &app.admin_url).await);
+    }
+    let mut conn = db.connect().await;
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(migrations, 1);
+    let refused = [
+        // A tenant whose default project is not among its projects.
+        "BEGIN; INSERT INTO cphgw_tenants VALUES ('x', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 1); COMMIT;",
+        // A bad tenant name.
+        "INSERT INTO cphgw_tenants VALUES ('bad name', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 1)",
+        // A malformed project id and region.
+        "BEGIN; INSERT INTO cphgw_tenants VALUES ('y', 'zz', 1); INSERT INTO cphgw_tenant_projects VALUES ('y', 0, 'zz', 'cn-east-3', 'default'); COMMIT;",
+        "BEGIN; INSERT INTO cphgw_tenants VALUES ('z', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 1); INSERT INTO cphgw_tenant_projects VALUES ('z', 0, '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 'CN EAST', 'default'); COMMIT;",
+        // An unknown audit action.
+        "INSERT INTO cphgw_audit (who, action) VALUES ('me', 'drop')",
+    ];
+    for sql in refused {
+        let result = sqlx::raw_sql(sql).execute(&mut conn).await;
+        assert!(result.is_err(), "the schema accepted: {sql}");
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+    }
+    // And through the admin API the same bodies are 400 with nothing written.
+    let (status, _, reply) = admin_call(
+        &apps[0].client,
+        &apps[0].admin_url,
+        Method::PUT,
+        "/admin/v1/tenants/bad",
+        Some(&json!({"default_project": project(1), "projects": [{"project_id": project(2), "region": "cn-east-3", "credential": "default"}]})),
+        &[],
+    )
+    .await;
+    assert_gateway_error(status, &reply, StatusCode::BAD_REQUEST, "CPHGW.0001");
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM cphgw_tenants")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tenants, 0);
+}
