@@ -16,6 +16,8 @@ edges={}
 for f in files:
     m=modpath(f); s=open(f).read()
     s=re.sub(r'#\[cfg\(test\)\]\s*mod tests \{.*','',s,flags=re.S)
+    # Comments (doc links name modules without importing them).
+    s=re.sub(r'//[^\n]*','',s)
     deps=set()
     for u in re.findall(r'(?:crate|super)(?:::[A-Za-z_]+)+',s):
         parts=u.split('::')

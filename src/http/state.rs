@@ -75,7 +75,7 @@ impl AppState {
                 let tenants = Tenants::new(Source::File, config.iam.clone());
                 tenants
                     .apply(snapshot.revision, snapshot.file)
-                    .map_err(|msg| StoreError::Invalid(msg))?;
+                    .map_err(StoreError::Invalid)?;
                 (Arc::new(store) as Arc<dyn Store>, tenants)
             }
         };
