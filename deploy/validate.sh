@@ -76,6 +76,26 @@ log "render: kubectl kustomize deploy/kubernetes -> $RENDERED"
 mv "$RENDERED.tmp" "$RENDERED"
 log "render: $(grep -c '^kind:' "$RENDERED") objects: $(grep '^kind:' "$RENDERED" | cut -d' ' -f2 | tr '\n' ' ')"
 
+# The store overlay: it renders, and it points the gateway at the store URL
+# in its Secret (which it does not ship).
+OVERLAY=$CACHE_DIR/rendered-store.yaml
+"$KUBECTL" kustomize "$DEPLOY_DIR/overlays/store" >"$OVERLAY" || die "kustomize of deploy/overlays/store failed"
+"$VENV/bin/python" - "$OVERLAY" <<'PY' || die "overlays/store is not wired to the store Secret"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment")
+pod = dep["spec"]["template"]["spec"]
+c = pod["containers"][0]
+env = {e["name"]: e.get("value") for e in c.get("env", [])}
+path = env.get("CPHGW__STORE__URL_FILE")
+assert path, "no CPHGW__STORE__URL_FILE"
+mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+assert vol["secret"]["secretName"] == "cph-gateway-store", vol
+assert not any(d["kind"] == "Secret" and d["metadata"]["name"] == "cph-gateway-store" for d in docs), "the overlay ships the store Secret"
+print("validate: overlays/store: CPHGW__STORE__URL_FILE from Secret cph-gateway-store (not shipped)")
+PY
+
 # ---- 3. checks -------------------------------------------------------------
 # A binary for check-config: CPHGW_BIN, or a build in target/ (release, else
 # debug, as `cargo test` leaves one) newer than every source file: a stale
