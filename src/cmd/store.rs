@@ -47,8 +47,7 @@ async fn open(config: &Config) -> Result<Arc<PgStore>, String> {
         .url
         .clone()
         .ok_or("the config names no shared store: set [store] url_env or url_file")?;
-    let store =
-        Arc::new(PgStore::new(url, config.store.audit_retention).map_err(|e| e.to_string())?);
+    let store = Arc::new(PgStore::new(url, config.retention()).map_err(|e| e.to_string())?);
     store.migrate().await.map_err(|e| e.to_string())?;
     Ok(store)
 }

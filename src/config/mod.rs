@@ -98,6 +98,15 @@ impl Config {
 }
 
 impl Config {
+    /// How long the store keeps audit events, keys and records.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            audit: self.store.audit_retention,
+            keys: self.idempotency.retention,
+            records: self.tracking.retention,
+        }
+    }
+
     /// Every secret read from a file, for the watcher that re-reads them.
     pub fn file_secrets(&self) -> Vec<&Secret> {
         self.iam

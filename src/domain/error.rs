@@ -35,6 +35,14 @@ pub enum Code {
     IamUnavailable,
     /// The shared store is unreachable and the request needs it.
     StoreUnavailable,
+    /// Malformed `Idempotency-Key`.
+    InvalidIdempotencyKey,
+    /// A request with this `Idempotency-Key` is still running.
+    KeyInFlight,
+    /// This `Idempotency-Key` was used for a different request.
+    KeyReused,
+    /// No such stop record for this tenant.
+    NoStopRecord,
     /// No such route (not in the contract's table; see README).
     NotFound,
     /// Route exists, method does not (not in the contract's table; see README).
@@ -51,6 +59,10 @@ impl Code {
             Code::TooLarge => "CPHGW.0003",
             Code::NotFound => "CPHGW.0004",
             Code::MethodNotAllowed => "CPHGW.0005",
+            Code::InvalidIdempotencyKey => "CPHGW.0006",
+            Code::KeyInFlight => "CPHGW.0007",
+            Code::KeyReused => "CPHGW.0008",
+            Code::NoStopRecord => "CPHGW.0009",
             Code::InvalidToken => "CPHGW.0101",
             Code::Forbidden => "CPHGW.0102",
             Code::NotAdmin => "CPHGW.0103",
@@ -67,7 +79,12 @@ impl Code {
 
     pub const fn status(self) -> StatusCode {
         match self {
-            Code::InvalidBody | Code::InvalidId => StatusCode::BAD_REQUEST,
+            Code::InvalidBody | Code::InvalidId | Code::InvalidIdempotencyKey => {
+                StatusCode::BAD_REQUEST
+            }
+            Code::KeyInFlight => StatusCode::CONFLICT,
+            Code::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::NoStopRecord => StatusCode::NOT_FOUND,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::NotFound | Code::UnknownTenant => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

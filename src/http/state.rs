@@ -60,18 +60,18 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let http = crate::upstream::http::client(&config.upstream)?;
         let auth = Authenticator::new(config.auth.clone(), http.clone())?;
+        let retention = config.retention();
         let (store, tenants) = match &config.store.url {
             // A fleet: the mapping comes from PostgreSQL once it answers
             // (`tenants::sync`); until then the replica is not ready.
             Some(url) => {
-                let store: Arc<dyn Store> =
-                    Arc::new(PgStore::new(url.clone(), config.store.audit_retention)?);
+                let store: Arc<dyn Store> = Arc::new(PgStore::new(url.clone(), retention)?);
                 (store, Tenants::new(Source::Postgres, config.iam.clone()))
             }
             // Alone: the tenants file, read now (a bad file stops the start).
             None => {
                 let (store, snapshot) =
-                    MemoryStore::open(config.tenants.file.clone(), config.iam.clone())?;
+                    MemoryStore::open(config.tenants.file.clone(), config.iam.clone(), retention)?;
                 let tenants = Tenants::new(Source::File, config.iam.clone());
                 tenants
                     .apply(snapshot.revision, snapshot.file)

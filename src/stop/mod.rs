@@ -2,8 +2,11 @@
 //! [`fanout`] (the batches against CPH), [`merge`] (one entry per phone).
 
 pub mod fanout;
+pub mod idempotency;
 pub mod merge;
 pub mod plan;
+pub mod record;
+pub mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

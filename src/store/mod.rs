@@ -104,6 +104,94 @@ pub struct AuditEvent {
     pub after: Option<TenantSpec>,
 }
 
+/// How long what the store keeps lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub audit: std::time::Duration,
+    /// Idempotency keys and the answers they replay.
+    pub keys: std::time::Duration,
+    /// Stop records.
+    pub records: std::time::Duration,
+}
+
+/// A request that carries an `Idempotency-Key`, claiming it.
+#[derive(Debug, Clone)]
+pub struct KeyClaim {
+    pub tenant: String,
+    pub key: String,
+    /// Hex SHA-256 of the request: project and distinct phone ids in order.
+    pub fingerprint: String,
+    pub request_id: String,
+    /// How long the claim holds while the request runs; after that another
+    /// replica may take the key over (the holder is presumed dead).
+    pub lease: std::time::Duration,
+}
+
+/// What a claim came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The key is this request's: run it.
+    New,
+    /// The first request with this key answered: answer the same.
+    Replay {
+        status: u16,
+        body: Vec<u8>,
+        request_id: String,
+    },
+    /// The first request with this key is still running.
+    InFlight,
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request's replica stopped holding the key before it
+    /// answered: this request resumes that stop (same request id).
+    TakenOver { request_id: String },
+}
+
+/// One phone's entry in a stop record: what its caller was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecordEntry {
+    pub phone_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+    /// The stop was sent and no answer came: its outcome is unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
+}
+
+/// One upstream batch of a stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    pub index: u32,
+    pub phone_ids: Vec<String>,
+    /// CPH's `request_id` of the batch-stop answer (what the job list takes).
+    pub upstream_request_id: Option<String>,
+    /// `None` until the batch has an outcome.
+    pub entries: Option<Vec<RecordEntry>>,
+}
+
+/// What a stop did, kept for `tracking.retention_s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRecord {
+    pub tenant: String,
+    pub request_id: String,
+    /// The `sub` of the JWT that made the stop.
+    pub caller: String,
+    pub project_id: String,
+    pub created_at: OffsetDateTime,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl StopRecord {
+    /// Phone ids in the record.
+    pub fn phones(&self) -> usize {
+        self.batches.iter().map(|b| b.phone_ids.len()).sum()
+    }
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -163,7 +251,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an audit event that is not a write of the store's own (a
     /// reload).
-    async fn record(&self, event: AuditEvent) -> Result<(), StoreError>;
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
 
     /// The newest events first, at most `limit`, of one tenant or all.
     async fn audit(
@@ -171,6 +259,38 @@ pub trait Store: Send + Sync + 'static {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Claims an idempotency key atomically (across replicas with a shared
+    /// store).
+    async fn claim_key(&self, claim: &KeyClaim) -> Result<Claimed, StoreError>;
+
+    /// Ends a claim: with the answer to replay (`Some`), or by letting the
+    /// key go when nothing was sent (`None`).
+    async fn finish_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        answer: Option<(u16, Vec<u8>)>,
+    ) -> Result<(), StoreError>;
+
+    /// Writes a whole stop record (replacing one with the same tenant and
+    /// request id).
+    async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError>;
+
+    /// Writes one batch of an existing record (its outcome, as it comes).
+    async fn put_record_batch(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        batch: &RecordBatch,
+    ) -> Result<(), StoreError>;
+
+    /// The record of `request_id` made by `tenant`, if it is still kept.
+    async fn stop_record(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<StopRecord>, StoreError>;
 
     /// Deletes what is past its retention (audit events, later keys and
     /// records); called periodically by one task per replica.

@@ -131,7 +131,7 @@ pub async fn reload(store: &dyn Store, tenants: &Tenants, who: &str) -> Result<b
         before: None,
         after: None,
     };
-    if let Err(e) = store.record(event).await {
+    if let Err(e) = store.append_audit(event).await {
         tracing::warn!(error = %e, "reload not recorded in the audit");
     }
     Ok(changed)

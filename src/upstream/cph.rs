@@ -35,6 +35,26 @@ struct BatchStopAnswer {
     jobs: Vec<UpstreamJob>,
 }
 
+/// One job of CPH's job list.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListedJob {
+    pub job_id: String,
+    #[serde(default)]
+    pub phone_id: Option<String>,
+    /// 1 running, 2 success, -1 failed.
+    pub status: i64,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_msg: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JobListAnswer {
+    #[serde(default)]
+    jobs: Vec<ListedJob>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct ErrorAnswer {
     #[serde(default)]
@@ -78,6 +98,12 @@ impl Answer for Result<(StatusCode, Bytes), CallOutcome> {
             Ok((status, _)) => *status == StatusCode::UNAUTHORIZED,
             Err(o) => o.is_unauthorized(),
         }
+    }
+}
+
+impl Answer for Result<Vec<ListedJob>, CallOutcome> {
+    fn is_unauthorized(&self) -> bool {
+        self.as_ref().is_err_and(CallOutcome::is_unauthorized)
     }
 }
 
@@ -275,6 +301,54 @@ impl CphClient {
         let label = match &result {
             Ok((s, _)) if s.is_success() => "200",
             Ok((s, _)) => status_label(*s),
+            Err(o) => o.label(),
+        };
+        self.metrics.upstream(label, started.elapsed());
+        result
+    }
+
+    /// `GET /v1/{project_id}/cloud-phone/jobs?request_ids=..&offset=..&limit=..`:
+    /// one page of the jobs created by up to 20 batch-stop calls.
+    pub async fn list_jobs(
+        &self,
+        project: &Project,
+        token: &IamToken,
+        request_id: &str,
+        request_ids: &[&str],
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<ListedJob>, CallOutcome> {
+        let url = format!(
+            "{}/cloud-phone/jobs?request_ids={}&offset={offset}&limit={limit}",
+            self.base(project),
+            request_ids.join(",")
+        );
+        let started = Instant::now();
+        let result: Result<Vec<ListedJob>, CallOutcome> = async {
+            let resp = self
+                .request(reqwest::Method::GET, url, token, request_id)
+                .send()
+                .await
+                .map_err(|e| transport_outcome(&e))?;
+            let status = resp.status();
+            let headers_retry_after = retry_after(resp.headers());
+            let body = resp.bytes().await.map_err(|e| transport_outcome(&e))?;
+            if !status.is_success() {
+                let err: ErrorAnswer = serde_json::from_slice(&body).unwrap_or_default();
+                return Err(CallOutcome::Rejected {
+                    status,
+                    error_code: err.error_code,
+                    error_msg: err.error_msg,
+                    retry_after: headers_retry_after,
+                });
+            }
+            serde_json::from_slice::<JobListAnswer>(&body)
+                .map(|a| a.jobs)
+                .map_err(|e| CallOutcome::Broken(format!("unreadable job list: {e}")))
+        }
+        .await;
+        let label = match &result {
+            Ok(_) => "200",
             Err(o) => o.label(),
         };
         self.metrics.upstream(label, started.elapsed());

@@ -10,16 +10,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::watch;
+
+mod callers;
+mod tenants;
 
 use super::memory::changes;
 use super::{
-    AuditAction, AuditEvent, Precondition, Store, StoreError, StoreKind, TenantsSnapshot, Written,
+    AuditAction, AuditEvent, Claimed, KeyClaim, Precondition, RecordBatch, Retention, StopRecord,
+    Store, StoreError, StoreKind, TenantsSnapshot, Written,
 };
 use crate::config::Secret;
-use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
+use crate::tenants::{TenantSpec, TenantsFile};
+use tenants::{bump_revision, insert_event, lock_revision, read_all, write_one, write_tenant};
 
 /// The notification channel of tenant changes.
 pub const CHANNEL: &str = "cphgw_tenants";
@@ -37,7 +42,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct PgStore {
     pool: PgPool,
     up: Arc<AtomicBool>,
-    audit_retention: Duration,
+    retention: Retention,
     notify: watch::Sender<u64>,
     listening: std::sync::Once,
 }
@@ -45,7 +50,7 @@ pub struct PgStore {
 impl PgStore {
     /// A pool that connects lazily: a store that is down at start does not
     /// stop the gateway from starting.
-    pub fn new(url: Arc<Secret>, audit_retention: Duration) -> Result<Self, StoreError> {
+    pub fn new(url: Arc<Secret>, retention: Retention) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url.current().expose_secret())
             .map_err(|_| {
                 // sqlx's message may quote the URL, which may hold a password.
@@ -61,7 +66,7 @@ impl PgStore {
         Ok(Self {
             pool,
             up: Arc::new(AtomicBool::new(false)),
-            audit_retention,
+            retention,
             notify: watch::channel(0).0,
             listening: std::sync::Once::new(),
         })
@@ -144,192 +149,6 @@ fn classify(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Unavailable(e.to_string()),
     }
-}
-
-/// Locks the mapping for a write and returns its revision.
-async fn lock_revision(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
-    let rev: i64 = sqlx::query_scalar("SELECT tenants_revision FROM cphgw_meta FOR UPDATE")
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(rev as u64)
-}
-
-async fn bump_revision(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
-    let rev: i64 = sqlx::query_scalar(
-        "UPDATE cphgw_meta SET tenants_revision = tenants_revision + 1 RETURNING tenants_revision",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(rev.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(rev as u64)
-}
-
-/// Every tenant, in one consistent read.
-async fn read_all(conn: &mut sqlx::PgConnection) -> Result<TenantsFile, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT t.name, t.default_project, p.project_id, p.region, p.credential \
-         FROM cphgw_tenants t JOIN cphgw_tenant_projects p ON p.tenant = t.name \
-         ORDER BY t.name, p.position",
-    )
-    .fetch_all(conn)
-    .await?;
-    let mut file = TenantsFile::default();
-    for row in rows {
-        let name: String = row.try_get(0)?;
-        let spec = file.tenants.entry(name).or_insert_with(|| TenantSpec {
-            default_project: String::new(),
-            projects: Vec::new(),
-        });
-        spec.default_project = row.try_get(1)?;
-        spec.projects.push(ProjectSpec {
-            project_id: row.try_get(2)?,
-            region: row.try_get(3)?,
-            credential: row.try_get(4)?,
-        });
-    }
-    Ok(file)
-}
-
-async fn read_one(
-    tx: &mut Transaction<'_, Postgres>,
-    name: &str,
-) -> Result<Option<TenantSpec>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT t.default_project, p.project_id, p.region, p.credential \
-         FROM cphgw_tenants t JOIN cphgw_tenant_projects p ON p.tenant = t.name \
-         WHERE t.name = $1 ORDER BY p.position",
-    )
-    .bind(name)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut spec: Option<TenantSpec> = None;
-    for row in rows {
-        let s = spec.get_or_insert_with(|| TenantSpec {
-            default_project: String::new(),
-            projects: Vec::new(),
-        });
-        s.default_project = row.try_get(0)?;
-        s.projects.push(ProjectSpec {
-            project_id: row.try_get(1)?,
-            region: row.try_get(2)?,
-            credential: row.try_get(3)?,
-        });
-    }
-    Ok(spec)
-}
-
-async fn write_one(
-    tx: &mut Transaction<'_, Postgres>,
-    name: &str,
-    spec: Option<&TenantSpec>,
-    revision: u64,
-) -> Result<(), sqlx::Error> {
-    let Some(spec) = spec else {
-        sqlx::query("DELETE FROM cphgw_tenants WHERE name = $1")
-            .bind(name)
-            .execute(&mut **tx)
-            .await?;
-        return Ok(());
-    };
-    sqlx::query(
-        "INSERT INTO cphgw_tenants (name, default_project, revision) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET default_project = EXCLUDED.default_project, \
-         revision = EXCLUDED.revision, updated_at = now()",
-    )
-    .bind(name)
-    .bind(&spec.default_project)
-    .bind(revision as i64)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM cphgw_tenant_projects WHERE tenant = $1")
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
-    let positions: Vec<i32> = (0..spec.projects.len() as i32).collect();
-    let ids: Vec<&str> = spec
-        .projects
-        .iter()
-        .map(|p| p.project_id.as_str())
-        .collect();
-    let regions: Vec<&str> = spec.projects.iter().map(|p| p.region.as_str()).collect();
-    let creds: Vec<&str> = spec
-        .projects
-        .iter()
-        .map(|p| p.credential.as_str())
-        .collect();
-    sqlx::query(
-        "INSERT INTO cphgw_tenant_projects (tenant, position, project_id, region, credential) \
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[])",
-    )
-    .bind(name)
-    .bind(&positions)
-    .bind(&ids)
-    .bind(&regions)
-    .bind(&creds)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_event(
-    conn: &mut sqlx::PgConnection,
-    who: &str,
-    action: AuditAction,
-    tenant: Option<&str>,
-    before: Option<&TenantSpec>,
-    after: Option<&TenantSpec>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO cphgw_audit (who, action, tenant, before, after) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(who)
-    .bind(action.as_str())
-    .bind(tenant)
-    .bind(before.map(sqlx::types::Json))
-    .bind(after.map(sqlx::types::Json))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// One write of one tenant: lock, check, write, audit, notify, commit.
-async fn write_tenant(
-    pool: &PgPool,
-    name: &str,
-    after: Option<&TenantSpec>,
-    precondition: &Precondition,
-    who: &str,
-) -> Result<Result<Written, StoreError>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let current_rev = lock_revision(&mut tx).await?;
-    let before = read_one(&mut tx, name).await?;
-    if after.is_none() && before.is_none() {
-        return Ok(Err(StoreError::UnknownTenant(name.to_owned())));
-    }
-    if !precondition.holds(before.as_ref()) {
-        return Ok(Err(StoreError::PreconditionFailed));
-    }
-    if before.as_ref() == after {
-        // Nothing to change: no new revision, no event.
-        return Ok(Ok(Written {
-            before,
-            revision: current_rev,
-        }));
-    }
-    let revision = bump_revision(&mut tx).await?;
-    write_one(&mut tx, name, after, revision).await?;
-    let action = if after.is_some() {
-        AuditAction::Put
-    } else {
-        AuditAction::Delete
-    };
-    insert_event(&mut tx, who, action, Some(name), before.as_ref(), after).await?;
-    tx.commit().await?;
-    Ok(Ok(Written { before, revision }))
 }
 
 #[async_trait]
@@ -427,7 +246,7 @@ impl Store for PgStore {
         self.seen(done)
     }
 
-    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         let done = async {
             let mut conn = self.pool.acquire().await?;
             insert_event(
@@ -485,14 +304,54 @@ impl Store for PgStore {
         // Audit events older than `store.audit_retention_days`.
         let done =
             sqlx::query("DELETE FROM cphgw_audit WHERE at < now() - make_interval(secs => $1)")
-                .bind(self.audit_retention.as_secs_f64())
+                .bind(self.retention.audit.as_secs_f64())
                 .execute(&self.pool)
                 .await;
         let deleted = self.seen(done)?.rows_affected();
-        if deleted > 0 {
-            tracing::info!(deleted, "audit events past their retention deleted");
+        let (keys, records) = self.seen(callers::prune(&self.pool).await)?;
+        if deleted + keys + records > 0 {
+            tracing::info!(
+                audit_events = deleted,
+                idempotency_keys = keys,
+                stop_records = records,
+                "deleted what is past its retention"
+            );
         }
         Ok(())
+    }
+
+    async fn claim_key(&self, claim: &KeyClaim) -> Result<Claimed, StoreError> {
+        self.seen(callers::claim(&self.pool, claim, &self.retention).await)
+    }
+
+    async fn finish_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        answer: Option<(u16, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.seen(callers::finish(&self.pool, tenant, key, answer).await)
+    }
+
+    async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError> {
+        self.seen(callers::put_record(&self.pool, record, &self.retention).await)
+    }
+
+    async fn put_record_batch(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        batch: &RecordBatch,
+    ) -> Result<(), StoreError> {
+        self.seen(callers::put_record_batch(&self.pool, tenant, request_id, batch).await)
+    }
+
+    async fn stop_record(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<StopRecord>, StoreError> {
+        self.seen(callers::record(&self.pool, tenant, request_id).await)
     }
 
     fn notifications(&self) -> watch::Receiver<u64> {

@@ -1,0 +1,248 @@
+//! Idempotency keys and stop records in SQL. A key is claimed with one
+//! `INSERT .. ON CONFLICT DO NOTHING`; an existing one is read under a row
+//! lock and judged against the database's clock, the same for every replica.
+
+use sqlx::postgres::PgPool;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+
+use crate::store::{Claimed, KeyClaim, RecordBatch, RecordEntry, Retention, StopRecord};
+
+pub(super) async fn claim(
+    pool: &PgPool,
+    claim: &KeyClaim,
+    retention: &Retention,
+) -> Result<Claimed, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, lease_until, expires_at) \
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6)) \
+         ON CONFLICT (tenant, key) DO NOTHING",
+    )
+    .bind(&claim.tenant)
+    .bind(&claim.key)
+    .bind(&claim.fingerprint)
+    .bind(&claim.request_id)
+    .bind(claim.lease.as_secs_f64())
+    .bind(retention.keys.as_secs_f64())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        tx.commit().await?;
+        return Ok(Claimed::New);
+    }
+    let row = sqlx::query(
+        "SELECT fingerprint, request_id, status, body, \
+         coalesce(lease_until > now(), false) AS live, expires_at < now() AS expired \
+         FROM cphgw_idempotency_keys WHERE tenant = $1 AND key = $2 FOR UPDATE",
+    )
+    .bind(&claim.tenant)
+    .bind(&claim.key)
+    .fetch_one(&mut *tx)
+    .await?;
+    let fingerprint: String = row.try_get("fingerprint")?;
+    let request_id: String = row.try_get("request_id")?;
+    let status: Option<i16> = row.try_get("status")?;
+    let body: Option<Vec<u8>> = row.try_get("body")?;
+    let live: bool = row.try_get("live")?;
+    let expired: bool = row.try_get("expired")?;
+    let outcome = if expired {
+        // Past its retention but not yet pruned: as good as new.
+        sqlx::query(
+            "UPDATE cphgw_idempotency_keys SET fingerprint = $3, request_id = $4, \
+             lease_until = now() + make_interval(secs => $5), status = NULL, body = NULL, \
+             expires_at = now() + make_interval(secs => $6) WHERE tenant = $1 AND key = $2",
+        )
+        .bind(&claim.tenant)
+        .bind(&claim.key)
+        .bind(&claim.fingerprint)
+        .bind(&claim.request_id)
+        .bind(claim.lease.as_secs_f64())
+        .bind(retention.keys.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+        Claimed::New
+    } else if fingerprint != claim.fingerprint {
+        Claimed::Mismatch
+    } else if let (Some(status), Some(body)) = (status, body) {
+        Claimed::Replay {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            request_id,
+        }
+    } else if live {
+        Claimed::InFlight
+    } else {
+        sqlx::query(
+            "UPDATE cphgw_idempotency_keys SET lease_until = now() + make_interval(secs => $3) \
+             WHERE tenant = $1 AND key = $2",
+        )
+        .bind(&claim.tenant)
+        .bind(&claim.key)
+        .bind(claim.lease.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+        Claimed::TakenOver { request_id }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+pub(super) async fn finish(
+    pool: &PgPool,
+    tenant: &str,
+    key: &str,
+    answer: Option<(u16, Vec<u8>)>,
+) -> Result<(), sqlx::Error> {
+    match answer {
+        Some((status, body)) => {
+            sqlx::query(
+                "UPDATE cphgw_idempotency_keys SET status = $3, body = $4, lease_until = NULL \
+                 WHERE tenant = $1 AND key = $2",
+            )
+            .bind(tenant)
+            .bind(key)
+            .bind(status as i16)
+            .bind(body)
+            .execute(pool)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "DELETE FROM cphgw_idempotency_keys WHERE tenant = $1 AND key = $2 AND status IS NULL",
+            )
+            .bind(tenant)
+            .bind(key)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn put_batch(
+    conn: &mut PgConnection,
+    tenant: &str,
+    request_id: &str,
+    batch: &RecordBatch,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cphgw_stop_batches (tenant, request_id, index, phone_ids, upstream_request_id, entries) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant, request_id, index) DO UPDATE SET phone_ids = EXCLUDED.phone_ids, \
+         upstream_request_id = EXCLUDED.upstream_request_id, entries = EXCLUDED.entries",
+    )
+    .bind(tenant)
+    .bind(request_id)
+    .bind(batch.index as i32)
+    .bind(&batch.phone_ids)
+    .bind(&batch.upstream_request_id)
+    .bind(batch.entries.as_ref().map(Json))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn put_record(
+    pool: &PgPool,
+    record: &StopRecord,
+    retention: &Retention,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $5 + make_interval(secs => $6)) \
+         ON CONFLICT (tenant, request_id) DO UPDATE SET caller = EXCLUDED.caller, \
+         project_id = EXCLUDED.project_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at",
+    )
+    .bind(&record.tenant)
+    .bind(&record.request_id)
+    .bind(&record.caller)
+    .bind(&record.project_id)
+    .bind(record.created_at)
+    .bind(retention.records.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM cphgw_stop_batches WHERE tenant = $1 AND request_id = $2")
+        .bind(&record.tenant)
+        .bind(&record.request_id)
+        .execute(&mut *tx)
+        .await?;
+    for batch in &record.batches {
+        put_batch(&mut tx, &record.tenant, &record.request_id, batch).await?;
+    }
+    tx.commit().await
+}
+
+pub(super) async fn put_record_batch(
+    pool: &PgPool,
+    tenant: &str,
+    request_id: &str,
+    batch: &RecordBatch,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    put_batch(&mut conn, tenant, request_id, batch).await
+}
+
+pub(super) async fn record(
+    pool: &PgPool,
+    tenant: &str,
+    request_id: &str,
+) -> Result<Option<StopRecord>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(head) = sqlx::query(
+        "SELECT caller, project_id, created_at FROM cphgw_stop_records \
+         WHERE tenant = $1 AND request_id = $2 AND expires_at > now()",
+    )
+    .bind(tenant)
+    .bind(request_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let rows = sqlx::query(
+        "SELECT index, phone_ids, upstream_request_id, entries FROM cphgw_stop_batches \
+         WHERE tenant = $1 AND request_id = $2 ORDER BY index",
+    )
+    .bind(tenant)
+    .bind(request_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let batches = rows
+        .into_iter()
+        .map(|row| {
+            let index: i32 = row.try_get(0)?;
+            let entries: Option<Json<Vec<RecordEntry>>> = row.try_get(3)?;
+            Ok(RecordBatch {
+                index: u32::try_from(index).unwrap_or(0),
+                phone_ids: row.try_get(1)?,
+                upstream_request_id: row.try_get(2)?,
+                entries: entries.map(|j| j.0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Some(StopRecord {
+        tenant: tenant.to_owned(),
+        request_id: request_id.to_owned(),
+        caller: head.try_get(0)?,
+        project_id: head.try_get(1)?,
+        created_at: head.try_get(2)?,
+        batches,
+    }))
+}
+
+/// Deletes keys and records past their retention.
+pub(super) async fn prune(pool: &PgPool) -> Result<(u64, u64), sqlx::Error> {
+    let keys = sqlx::query("DELETE FROM cphgw_idempotency_keys WHERE expires_at < now()")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let records = sqlx::query("DELETE FROM cphgw_stop_records WHERE expires_at < now()")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok((keys, records))
+}
