@@ -37,7 +37,7 @@ CREATE TABLE cphgw_stop_batches (
     request_id text NOT NULL,
     index integer NOT NULL CHECK (index >= 0),
     phone_ids text[] NOT NULL CHECK (cardinality(phone_ids) > 0),
-    upstream_request_id text,
+    upstream_request_ids text[] NOT NULL DEFAULT '{}',
     entries jsonb CHECK (entries IS NULL OR jsonb_typeof(entries) = 'array'),
     PRIMARY KEY (tenant, request_id, index),
     FOREIGN KEY (tenant, request_id) REFERENCES cphgw_stop_records (tenant, request_id) ON DELETE CASCADE

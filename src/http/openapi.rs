@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorJson;
-use super::routes::{admin, jobs, stop};
+use super::routes::{admin, jobs, stop, stops};
 use crate::stop::merge::{JobEntry, StopResponse};
 use crate::stop::plan::StopRequest;
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
@@ -21,6 +21,7 @@ use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
     paths(
         stop::stop_default,
         stop::stop_in_project,
+        stops::stop_record,
         jobs::job_default,
         jobs::job_in_project,
         admin::list,

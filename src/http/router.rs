@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use super::middleware::{self, method_not_allowed, named, not_found};
-use super::routes::{admin, health, jobs, stop};
+use super::routes::{admin, health, jobs, stop, stops};
 use super::state::AppState;
 
 /// The caller API router.
@@ -22,6 +22,10 @@ pub fn caller(state: Arc<AppState>) -> Router {
         .route(
             "/v1/{project_id}/cloud-phone/phones/batch-stop",
             named("stop_project", false, post(stop::stop_in_project)),
+        )
+        .route(
+            "/v1/cloud-phone/stops/{request_id}",
+            named("stop_record", false, get(stops::stop_record)),
         )
         .route(
             "/v1/cloud-phone/jobs/{job_id}",

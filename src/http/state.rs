@@ -86,7 +86,12 @@ impl AppState {
             config.iam.clone(),
             metrics.clone(),
         ));
-        let stops = Stops::new(upstream.clone(), metrics.clone());
+        let stops = Stops::new(
+            upstream.clone(),
+            store.clone(),
+            metrics.clone(),
+            config.limits.request_timeout,
+        );
         let rate = NonZeroU32::new(config.limits.tenant_rate_per_s).unwrap_or(NonZeroU32::MIN);
         let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
         let limiter = DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));

@@ -32,6 +32,9 @@ pub struct CallSummary {
     pub failed: AtomicU32,
     /// Slowest call, in microseconds.
     pub max_latency_us: AtomicU64,
+    /// Calls that reached CPH (sent, whatever the answer): a stop with none
+    /// did nothing upstream.
+    pub sent: AtomicU32,
 }
 
 impl CallSummary {
@@ -53,6 +56,23 @@ const RETRY_BACKOFF: Backoff = Backoff {
 };
 
 const NOT_SENT: &str = "not sent: the request's deadline passed before this batch could be sent; these phones were not stopped and are safe to retry";
+
+/// What one batch came to: its outcome, and CPH's request ids of the
+/// answers it got (what the job list takes).
+#[derive(Debug)]
+pub struct BatchResult {
+    pub outcome: BatchOutcome,
+    pub upstream_request_ids: Vec<String>,
+}
+
+impl From<BatchOutcome> for BatchResult {
+    fn from(outcome: BatchOutcome) -> Self {
+        Self {
+            outcome,
+            upstream_request_ids: Vec::new(),
+        }
+    }
+}
 
 /// Executes stop plans.
 pub struct Fanout {
@@ -91,8 +111,10 @@ impl Fanout {
         Self { upstream, budget }
     }
 
-    /// Runs every batch of `plan`; the result has one outcome per batch, in
-    /// batch order, whatever happens.
+    /// Runs the batches of `plan` that `todo` marks (all when `None`); the
+    /// result has one entry per batch, in batch order (`None` for a batch
+    /// not run), whatever happens. `on_batch` hears of each batch as it ends.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
         project: &Arc<Project>,
@@ -100,13 +122,15 @@ impl Fanout {
         request_id: &str,
         deadline: Instant,
         summary: &CallSummary,
-    ) -> Vec<BatchOutcome> {
+        todo: Option<&[bool]>,
+        on_batch: &(dyn Fn(usize, &BatchResult) + Sync),
+    ) -> Vec<Option<BatchResult>> {
         let slot = self.upstream.slot(&project.id);
-        let mut outcomes: Vec<Option<BatchOutcome>> =
-            (0..plan.batch_count()).map(|_| None).collect();
+        let mut results: Vec<Option<BatchResult>> = (0..plan.batch_count()).map(|_| None).collect();
+        let wanted = |i: &usize| todo.is_none_or(|t| t.get(*i).copied().unwrap_or(true));
         // Indices, not slices, go through the stream: a closure taking a
         // borrowed slice trips the compiler's higher-ranked lifetime check.
-        let mut running = futures_util::stream::iter(0..plan.batch_count())
+        let mut running = futures_util::stream::iter((0..plan.batch_count()).filter(wanted))
             .map(|index| {
                 let ids = plan.batch(index);
                 let span = tracing::info_span!("batch", index, size = ids.len());
@@ -122,13 +146,11 @@ impl Fanout {
                 async move { (index, self.run_batch(&call).await) }.instrument(span)
             })
             .buffer_unordered(self.upstream.cfg.max_concurrency_per_request);
-        while let Some((index, outcome)) = running.next().await {
-            outcomes[index] = Some(outcome);
+        while let Some((index, result)) = running.next().await {
+            on_batch(index, &result);
+            results[index] = Some(result);
         }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| BatchOutcome::failed(Code::Internal, "batch was not run")))
-            .collect()
+        results
     }
 
     /// One call of one batch, within the project's limit and the deadline.
@@ -169,13 +191,31 @@ impl Fanout {
             matches!(call, Ok(CallOutcome::Jobs { .. })),
             started.elapsed(),
         );
+        if !matches!(call, Ok(CallOutcome::NotSent(_))) {
+            summary.sent.fetch_add(1, Ordering::Relaxed);
+        }
         match call {
             Ok(outcome) => Attempt::Done(outcome),
             Err(_) => Attempt::TimedOut,
         }
     }
 
-    async fn run_batch(&self, call: &BatchCall<'_>) -> BatchOutcome {
+    async fn run_batch(&self, call: &BatchCall<'_>) -> BatchResult {
+        let mut upstream_request_ids = Vec::new();
+        let outcome = self.batch_outcome(call, &mut upstream_request_ids).await;
+        BatchResult {
+            outcome,
+            upstream_request_ids,
+        }
+    }
+
+    /// One batch, retried where safe; CPH's request ids of its answers go
+    /// to `upstream_ids`.
+    async fn batch_outcome(
+        &self,
+        call: &BatchCall<'_>,
+        upstream_ids: &mut Vec<String>,
+    ) -> BatchOutcome {
         let deadline = call.deadline;
         let mut retries = 0;
         self.budget.earn();
@@ -205,7 +245,10 @@ impl Fanout {
             // What this attempt came to, and whether another may be made
             // (with the server's Retry-After, if it sent one).
             let (failure, retry_after) = match outcome {
-                CallOutcome::Jobs { jobs, .. } => return BatchOutcome::Jobs(answers(jobs)),
+                CallOutcome::Jobs { jobs, request_id } => {
+                    upstream_ids.extend(request_id);
+                    return BatchOutcome::Jobs(answers(jobs));
+                }
                 CallOutcome::Rejected {
                     status,
                     error_code,

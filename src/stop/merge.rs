@@ -148,54 +148,63 @@ impl Merged<'_> {
     }
 }
 
+/// The entries of one batch: one per id of `batch`, in order.
+pub fn merge_batch<'a>(
+    batch: &'a [crate::domain::PhoneId],
+    outcome: &'a BatchOutcome,
+    out: &mut Vec<JobEntry<'a>>,
+) {
+    match outcome {
+        BatchOutcome::Jobs(answers) => {
+            let by_id: HashMap<&str, &PhoneResult> = answers
+                .iter()
+                .map(|a| (a.phone_id.as_str(), &a.result))
+                .collect();
+            out.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
+                Some(PhoneResult::Job(job)) => JobEntry {
+                    phone_id: id,
+                    job_id: Some(job.as_str()),
+                    error_code: None,
+                    error_msg: None,
+                    outcome: Outcome::Stopped,
+                },
+                Some(PhoneResult::Error { code, msg }) => JobEntry {
+                    phone_id: id,
+                    job_id: None,
+                    error_code: Some(code),
+                    error_msg: Some(msg),
+                    outcome: Outcome::Rejected,
+                },
+                None => JobEntry {
+                    phone_id: id,
+                    job_id: None,
+                    error_code: Some(Code::UpstreamFailed.as_str()),
+                    error_msg: Some(MISSING_MSG),
+                    outcome: Outcome::Failed,
+                },
+            }));
+        }
+        BatchOutcome::Failed {
+            error_code,
+            error_msg,
+            outcome,
+            ..
+        } => out.extend(batch.iter().map(|id| JobEntry {
+            phone_id: id,
+            job_id: None,
+            error_code: Some(error_code),
+            error_msg: Some(error_msg),
+            outcome: *outcome,
+        })),
+    }
+}
+
 /// Merges batch outcomes (one per batch of `plan`, in batch order).
 pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
     debug_assert_eq!(outcomes.len(), plan.batch_count());
     let mut jobs = Vec::with_capacity(plan.ids().len());
     for (batch, outcome) in plan.batches().zip(outcomes) {
-        match outcome {
-            BatchOutcome::Jobs(answers) => {
-                let by_id: HashMap<&str, &PhoneResult> = answers
-                    .iter()
-                    .map(|a| (a.phone_id.as_str(), &a.result))
-                    .collect();
-                jobs.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
-                    Some(PhoneResult::Job(job)) => JobEntry {
-                        phone_id: id,
-                        job_id: Some(job.as_str()),
-                        error_code: None,
-                        error_msg: None,
-                        outcome: Outcome::Stopped,
-                    },
-                    Some(PhoneResult::Error { code, msg }) => JobEntry {
-                        phone_id: id,
-                        job_id: None,
-                        error_code: Some(code),
-                        error_msg: Some(msg),
-                        outcome: Outcome::Rejected,
-                    },
-                    None => JobEntry {
-                        phone_id: id,
-                        job_id: None,
-                        error_code: Some(Code::UpstreamFailed.as_str()),
-                        error_msg: Some(MISSING_MSG),
-                        outcome: Outcome::Failed,
-                    },
-                }));
-            }
-            BatchOutcome::Failed {
-                error_code,
-                error_msg,
-                outcome,
-                ..
-            } => jobs.extend(batch.iter().map(|id| JobEntry {
-                phone_id: id,
-                job_id: None,
-                error_code: Some(error_code),
-                error_msg: Some(error_msg),
-                outcome: *outcome,
-            })),
-        }
+        merge_batch(batch, outcome, &mut jobs);
     }
     // Batches the outcomes do not cover (cannot happen when callers pass one
     // outcome per batch) still get an entry per id.

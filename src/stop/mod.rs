@@ -1,5 +1,7 @@
 //! A stop, step by step: [`plan`] (parse, validate, dedupe, split),
-//! [`fanout`] (the batches against CPH), [`merge`] (one entry per phone).
+//! [`fanout`] (the batches against CPH), [`merge`] (one entry per phone),
+//! [`record`] (what the stop did, kept for the caller), [`wait`] (following
+//! the jobs to their end); [`idempotency`] makes a retried stop safe.
 
 pub mod fanout;
 pub mod idempotency;
@@ -10,62 +12,276 @@ pub mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::domain::RequestId;
+use crate::domain::{ApiError, Code, RequestId, TenantId};
+use crate::store::{Claimed, KeyClaim, RecordBatch, StopRecord, Store};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
 use crate::upstream::Upstream;
-use fanout::{CallSummary, Fanout};
-use merge::{StopResponse, merge};
+use fanout::{BatchResult, CallSummary, Fanout};
+use idempotency::{IdempotencyKey, fingerprint};
+use merge::{BatchOutcome, StopResponse, merge, merge_batch};
 use plan::Plan;
+use wait::Tracker;
 
-/// The answer to a stop: its status and JSON body.
+/// One stop to run.
+pub struct StopCall {
+    pub tenant: TenantId,
+    /// The `sub` of the caller's JWT.
+    pub caller: String,
+    pub project: Arc<Project>,
+    pub plan: Plan,
+    pub request_id: RequestId,
+    pub key: Option<IdempotencyKey>,
+    pub deadline: Instant,
+}
+
+/// The answer to a stop.
 #[derive(Debug)]
 pub struct StopAnswer {
     pub status: StatusCode,
     pub body: Vec<u8>,
+    /// The stop's request id: for a replay, the first request's.
+    pub request_id: RequestId,
+    /// Answered from an earlier request with the same `Idempotency-Key`.
+    pub replayed: bool,
+    /// A stop taken over from a replica that died: (batches that had an
+    /// outcome and were not sent again, batches in all).
+    pub resumed: Option<(usize, usize)>,
+    /// What the stop did (absent on a replay).
+    pub record: Option<Arc<StopRecord>>,
+    /// Whether anything reached CPH (now, or before a resume).
+    pub sent: bool,
 }
 
-/// Runs stops: fan-out, merge, the request's counts and metrics.
+/// Runs stops: fan-out, merge, stop records, idempotency keys, and the
+/// request's counts and metrics.
 pub struct Stops {
     fanout: Fanout,
+    store: Arc<dyn Store>,
+    tracker: Tracker,
     metrics: Arc<Metrics>,
+    /// How long a key's claim holds while its stop runs.
+    lease: Duration,
 }
 
 impl Stops {
-    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        upstream: Arc<Upstream>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
-            fanout: Fanout::new(upstream),
+            fanout: Fanout::new(upstream.clone()),
+            store,
+            tracker: Tracker::new(upstream),
             metrics,
+            // A stop ends within the request deadline; the margin covers
+            // writing its answer.
+            lease: request_timeout + Duration::from_secs(5),
         }
     }
 
-    /// Stops the phones of `plan` in `project`, within `deadline`; records
-    /// the outcome counts on the current span and in the metrics.
-    pub async fn run(
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Runs a stop, honouring its `Idempotency-Key`.
+    pub async fn execute(&self, call: StopCall) -> Result<StopAnswer, ApiError> {
+        let Some(key) = call.key.clone() else {
+            return Ok(self.run(&call, None, None).await);
+        };
+        let claim = KeyClaim {
+            tenant: call.tenant.as_str().to_owned(),
+            key: key.as_str().to_owned(),
+            fingerprint: fingerprint(&call.project.id, &call.plan),
+            request_id: call.request_id.as_str().to_owned(),
+            lease: self.lease,
+        };
+        let claimed = self.store.claim_key(&claim).await.map_err(|e| {
+            tracing::warn!(error = %e, "idempotency key not claimed: the store is unreachable");
+            store_down()
+        })?;
+        match claimed {
+            Claimed::Mismatch => Err(ApiError::new(
+                Code::KeyReused,
+                "this Idempotency-Key was used for a different request (another project or other phone ids)",
+            )),
+            Claimed::InFlight => Err(ApiError::new(
+                Code::KeyInFlight,
+                "a request with this Idempotency-Key is still running; retry later for its answer",
+            )
+            .retry_after(1)),
+            Claimed::Replay {
+                status,
+                body,
+                request_id,
+            } => {
+                self.metrics.idempotent_replay();
+                Ok(StopAnswer {
+                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    body,
+                    request_id: RequestId::from_header(Some(request_id.as_bytes())),
+                    replayed: true,
+                    resumed: None,
+                    record: None,
+                    sent: true,
+                })
+            }
+            Claimed::New => {
+                let record = self.begin_record(&call, &call.request_id);
+                if let Err(e) = self.store.put_record(&record).await {
+                    tracing::warn!(error = %e, "stop record not written: the store is unreachable");
+                    let _ = self.store.finish_key(&claim.tenant, &claim.key, None).await;
+                    return Err(store_down());
+                }
+                let answer = self.run(&call, Some(&call.request_id), None).await;
+                self.finish(&claim, &answer).await;
+                Ok(answer)
+            }
+            Claimed::TakenOver { request_id } => {
+                let request_id = RequestId::from_header(Some(request_id.as_bytes()));
+                let recorded = self
+                    .store
+                    .stop_record(call.tenant.as_str(), request_id.as_str())
+                    .await
+                    .map_err(|_| store_down())?;
+                let record = match recorded {
+                    Some(r) => r,
+                    None => {
+                        let r = self.begin_record(&call, &request_id);
+                        self.store.put_record(&r).await.map_err(|_| store_down())?;
+                        r
+                    }
+                };
+                tracing::info!(request_id = %request_id, "resuming a stop whose replica stopped holding its key");
+                let answer = self.run(&call, Some(&request_id), Some(&record)).await;
+                self.finish(&claim, &answer).await;
+                Ok(answer)
+            }
+        }
+    }
+
+    /// Keeps the answer for replays, or lets the key go when nothing was
+    /// sent (the caller may retry as if it never asked).
+    async fn finish(&self, claim: &KeyClaim, answer: &StopAnswer) {
+        let keep = answer.sent;
+        let kept = if keep {
+            Some((answer.status.as_u16(), answer.body.clone()))
+        } else {
+            None
+        };
+        if let Err(e) = self.store.finish_key(&claim.tenant, &claim.key, kept).await {
+            tracing::warn!(error = %e, "idempotency key not finished; it is taken over when its lease ends");
+        }
+    }
+
+    fn begin_record(&self, call: &StopCall, request_id: &RequestId) -> StopRecord {
+        StopRecord {
+            tenant: call.tenant.as_str().to_owned(),
+            request_id: request_id.as_str().to_owned(),
+            caller: call.caller.clone(),
+            project_id: call.project.id.as_str().to_owned(),
+            created_at: OffsetDateTime::now_utc(),
+            batches: record::planned(&call.plan),
+        }
+    }
+
+    /// Runs the batches (those of `resume` that had no outcome, or all),
+    /// merges, records. With `progress`, each batch's outcome is written to
+    /// the store as it comes (so that the stop can be resumed).
+    async fn run(
         &self,
-        project: &Arc<Project>,
-        plan: &Plan,
-        request_id: &RequestId,
-        deadline: Instant,
+        call: &StopCall,
+        progress: Option<&RequestId>,
+        resume: Option<&StopRecord>,
     ) -> StopAnswer {
+        let StopCall {
+            tenant,
+            project,
+            plan,
+            deadline,
+            ..
+        } = call;
+        let request_id = progress.unwrap_or(&call.request_id);
         let span = tracing::Span::current();
         span.record("ids", plan.ids().len());
         span.record("batches", plan.batch_count());
+        // Batches a resumed stop already has outcomes for.
+        let known: Vec<Option<BatchOutcome>> = (0..plan.batch_count())
+            .map(|i| {
+                let b = resume?.batches.iter().find(|b| b.index as usize == i)?;
+                let same = b
+                    .phone_ids
+                    .iter()
+                    .map(String::as_str)
+                    .eq(plan.batch(i).iter().map(|p| p.as_str()));
+                if same { record::outcome_of(b) } else { None }
+            })
+            .collect();
+        let todo: Vec<bool> = known.iter().map(Option::is_none).collect();
+        let kept = todo.iter().filter(|t| !**t).count();
+        let (writes, writer) = self.progress_writer(tenant, progress);
+        let on_batch = |index: usize, result: &BatchResult| {
+            if let Some(tx) = &writes {
+                let mut entries = Vec::new();
+                merge_batch(plan.batch(index), &result.outcome, &mut entries);
+                let batch =
+                    record::answered(index, plan, result.upstream_request_ids.clone(), &entries);
+                let _ = tx.send(batch);
+            }
+        };
         let calls = CallSummary::default();
-        let outcomes = self
+        let results = self
             .fanout
-            .run(project, plan, request_id.as_str(), deadline, &calls)
+            .run(
+                project,
+                plan,
+                request_id.as_str(),
+                *deadline,
+                &calls,
+                Some(&todo),
+                &on_batch,
+            )
             .await;
+        drop(writes);
         span.record("upstream_calls", calls.calls.load(Ordering::Relaxed));
         span.record("upstream_failed", calls.failed.load(Ordering::Relaxed));
         span.record(
             "upstream_max_ms",
             calls.max_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
         );
+        let mut upstream_ids: Vec<Vec<String>> = Vec::with_capacity(plan.batch_count());
+        let outcomes: Vec<BatchOutcome> = results
+            .into_iter()
+            .zip(known)
+            .enumerate()
+            .map(|(i, (result, known))| match (result, known) {
+                (Some(r), _) => {
+                    upstream_ids.push(r.upstream_request_ids);
+                    r.outcome
+                }
+                (None, Some(k)) => {
+                    let ids = resume
+                        .and_then(|r| r.batches.iter().find(|b| b.index as usize == i))
+                        .map(|b| b.upstream_request_ids.clone())
+                        .unwrap_or_default();
+                    upstream_ids.push(ids);
+                    k
+                }
+                (None, None) => {
+                    upstream_ids.push(Vec::new());
+                    BatchOutcome::failed(Code::Internal, "batch was not run")
+                }
+            })
+            .collect();
         let merged = merge(plan, &outcomes);
         for (outcome, n) in merged.outcome_counts() {
             span.record(outcome.label(), n);
@@ -73,6 +289,27 @@ impl Stops {
                 self.metrics.phones(outcome.label(), n);
             }
         }
+        // The record, batch by batch, from the merged entries.
+        let mut batches = Vec::with_capacity(plan.batch_count());
+        let mut start = 0;
+        for (i, ids) in upstream_ids.into_iter().enumerate() {
+            let len = plan.batch(i).len();
+            batches.push(record::answered(
+                i,
+                plan,
+                ids,
+                &merged.jobs[start..start + len],
+            ));
+            start += len;
+        }
+        let record = Arc::new(StopRecord {
+            tenant: tenant.as_str().to_owned(),
+            request_id: request_id.as_str().to_owned(),
+            caller: call.caller.clone(),
+            project_id: project.id.as_str().to_owned(),
+            created_at: resume.map_or_else(OffsetDateTime::now_utc, |r| r.created_at),
+            batches,
+        });
         let (status, error_code, error_msg) = match merged.failure {
             None => (StatusCode::OK, None, None),
             Some(code) => (
@@ -84,15 +321,122 @@ impl Stops {
                 )),
             ),
         };
-        let resp = StopResponse {
+        let body = serde_json::to_vec(&StopResponse {
             request_id: request_id.as_str(),
             error_code,
             error_msg,
             jobs: merged.jobs,
-        };
+        })
+        .unwrap_or_default();
+        if let Some(writer) = writer {
+            // Progress is written; the record is complete once it is.
+            let _ = writer.await;
+        } else {
+            self.keep_record(record.clone());
+        }
         StopAnswer {
             status,
-            body: serde_json::to_vec(&resp).unwrap_or_default(),
+            body,
+            request_id: request_id.clone(),
+            replayed: false,
+            resumed: resume.map(|_| (kept, plan.batch_count())),
+            record: Some(record),
+            sent: kept > 0 || calls.sent.load(Ordering::Relaxed) > 0,
         }
     }
+
+    /// With `progress`, a writer of batch outcomes as they come.
+    #[allow(clippy::type_complexity)]
+    fn progress_writer(
+        &self,
+        tenant: &TenantId,
+        progress: Option<&RequestId>,
+    ) -> (
+        Option<tokio::sync::mpsc::UnboundedSender<RecordBatch>>,
+        Option<tokio::task::JoinHandle<()>>,
+    ) {
+        let Some(request_id) = progress else {
+            return (None, None);
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RecordBatch>();
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let (tenant, request_id) = (tenant.as_str().to_owned(), request_id.as_str().to_owned());
+        let writer = tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                if let Err(e) = store.put_record_batch(&tenant, &request_id, &batch).await {
+                    metrics.record_write_failed();
+                    tracing::warn!(error = %e, batch = batch.index, "stop record: batch outcome not written");
+                }
+            }
+        });
+        (Some(tx), Some(writer))
+    }
+
+    /// Writes a stop's record off the answer's path; a failure is logged and
+    /// counted, never fails the stop.
+    fn keep_record(&self, record: Arc<StopRecord>) {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.put_record(&record).await {
+                metrics.record_write_failed();
+                tracing::warn!(request_id = %record.request_id, error = %e, "stop record not written");
+            }
+        });
+    }
+
+    /// A tenant's stop record, if it is still kept.
+    pub async fn record(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+    ) -> Result<Option<StopRecord>, ApiError> {
+        self.store
+            .stop_record(tenant.as_str(), request_id)
+            .await
+            .map_err(|_| store_down())
+    }
+
+    /// The record's entries with their job states, waiting up to `until`
+    /// for every job to be final; the body of a stop answer or of the
+    /// record query.
+    pub async fn follow(
+        &self,
+        project: &Arc<Project>,
+        record: &StopRecord,
+        until: Instant,
+    ) -> Value {
+        let batches = record::batch_ids(record);
+        let jobs = record::job_ids(record);
+        let states = match self
+            .tracker
+            .wait(project, &record.request_id, &batches, &jobs, until)
+            .await
+        {
+            Ok(states) => Some(states),
+            Err(e) => {
+                tracing::warn!(error = %e, "job states unavailable; answering without them");
+                None
+            }
+        };
+        record::view(record, states.as_ref())
+    }
+}
+
+/// The answer of a stop that waited: the stop's own body with `done` and a
+/// `status` per job entry.
+pub fn waited_body(answer: &[u8], view: &Value) -> Vec<u8> {
+    let mut body: Value = serde_json::from_slice(answer).unwrap_or_else(|_| json!({}));
+    body["done"] = view["done"].clone();
+    body["jobs"] = view["jobs"].clone();
+    serde_json::to_vec(&body).unwrap_or_else(|_| answer.to_vec())
+}
+
+fn store_down() -> ApiError {
+    ApiError::new(
+        Code::StoreUnavailable,
+        "the shared store is unreachable and this request needs it (Idempotency-Key, stop records); nothing was sent",
+    )
+    .retry_after(1)
 }

@@ -24,7 +24,7 @@ pub fn planned(plan: &Plan) -> Vec<RecordBatch> {
         .map(|(i, ids)| RecordBatch {
             index: i as u32,
             phone_ids: ids.iter().map(|id| id.as_str().to_owned()).collect(),
-            upstream_request_id: None,
+            upstream_request_ids: Vec::new(),
             entries: None,
         })
         .collect()
@@ -34,7 +34,7 @@ pub fn planned(plan: &Plan) -> Vec<RecordBatch> {
 pub fn answered(
     index: usize,
     plan: &Plan,
-    upstream_request_id: Option<String>,
+    upstream_request_ids: Vec<String>,
     entries: &[JobEntry<'_>],
 ) -> RecordBatch {
     RecordBatch {
@@ -44,7 +44,7 @@ pub fn answered(
             .iter()
             .map(|id| id.as_str().to_owned())
             .collect(),
-        upstream_request_id,
+        upstream_request_ids,
         entries: Some(entries.iter().map(entry).collect()),
     }
 }
@@ -85,7 +85,7 @@ pub fn batch_ids(record: &StopRecord) -> Vec<&str> {
     record
         .batches
         .iter()
-        .filter_map(|b| b.upstream_request_id.as_deref())
+        .flat_map(|b| b.upstream_request_ids.iter().map(String::as_str))
         .collect()
 }
 
@@ -222,7 +222,7 @@ mod tests {
                 RecordBatch {
                     index: 0,
                     phone_ids: vec!["a".into(), "b".into(), "c".into(), "d".into()],
-                    upstream_request_id: Some("u1".into()),
+                    upstream_request_ids: vec!["u1".into()],
                     entries: Some(vec![
                         e("a", Some("j1"), None, false),
                         e("b", Some("j2"), None, false),
@@ -233,7 +233,7 @@ mod tests {
                 RecordBatch {
                     index: 1,
                     phone_ids: vec!["e".into()],
-                    upstream_request_id: None,
+                    upstream_request_ids: vec![],
                     entries: None,
                 },
             ],

@@ -167,8 +167,9 @@ pub struct RecordEntry {
 pub struct RecordBatch {
     pub index: u32,
     pub phone_ids: Vec<String>,
-    /// CPH's `request_id` of the batch-stop answer (what the job list takes).
-    pub upstream_request_id: Option<String>,
+    /// CPH's `request_id`s of the batch-stop answers (what the job list
+    /// takes): one, or several when a refused batch was split.
+    pub upstream_request_ids: Vec<String>,
     /// `None` until the batch has an outcome.
     pub entries: Option<Vec<RecordEntry>>,
 }

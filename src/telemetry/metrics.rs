@@ -73,6 +73,8 @@ pub struct Metrics {
     jwt_rejections: Family<Reason, Counter>,
     in_flight: Gauge,
     store_up: Gauge,
+    idempotent_replays: Counter,
+    record_failures: Counter,
     tenants_revision: Gauge<f64, std::sync::atomic::AtomicU64>,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -97,6 +99,8 @@ impl Metrics {
         let jwt_rejections = Family::default();
         let in_flight = Gauge::default();
         let store_up = Gauge::default();
+        let idempotent_replays = Counter::default();
+        let record_failures = Counter::default();
         let tenants_revision = Gauge::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
@@ -142,6 +146,16 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register(
+            "cphgw_idempotent_replays",
+            "Stops answered from an earlier request with the same Idempotency-Key",
+            idempotent_replays.clone(),
+        );
+        registry.register(
+            "cphgw_stop_record_failures",
+            "Stop records (or batch outcomes of them) that could not be written",
+            record_failures.clone(),
+        );
+        registry.register(
             "cphgw_tenants_revision",
             "Revision of the tenant mapping this replica serves (the same on every replica with the same mapping)",
             tenants_revision.clone(),
@@ -172,6 +186,8 @@ impl Metrics {
             jwt_rejections,
             in_flight,
             store_up,
+            idempotent_replays,
+            record_failures,
             tenants_revision,
             upstream_in_flight,
             iam_token_age,
@@ -232,6 +248,14 @@ impl Metrics {
     /// The revision of the mapping served (below 2^53: exact as a float).
     pub fn tenants_revision(&self, revision: u64) {
         self.tenants_revision.set(revision as f64);
+    }
+
+    pub fn idempotent_replay(&self) {
+        self.idempotent_replays.inc();
+    }
+
+    pub fn record_write_failed(&self) {
+        self.record_failures.inc();
     }
 
     /// Whether the shared store answers.

@@ -51,7 +51,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let mut resp = scope_request_id(id, next.run(req))
         .instrument(span.clone())
         .await;
-    if let Some(v) = header {
+    // A handler may name another id (a replay answers with the first
+    // request's); otherwise the request's own.
+    if let Some(v) = header
+        && !resp.headers().contains_key(REQUEST_ID_HEADER)
+    {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     if resp.extensions().get::<Unlogged>().is_none() {

@@ -5,3 +5,4 @@ pub mod extract;
 pub mod health;
 pub mod jobs;
 pub mod stop;
+pub mod stops;

@@ -6,15 +6,20 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{Authenticated, TenantContext, read_body};
 use crate::domain::{ApiError, RequestId};
 use crate::http::error::ErrorJson;
+use crate::http::middleware::REQUEST_ID_HEADER;
 use crate::http::state::AppState;
+use crate::stop::idempotency::IdempotencyKey;
 use crate::stop::merge::StopResponse;
 use crate::stop::plan::{Plan, StopRequest};
+use crate::stop::wait::preferred_wait;
+use crate::stop::{StopAnswer, StopCall, waited_body};
+use crate::tenants::Project;
 
 /// The answers of both batch-stop routes (for the API document).
 #[derive(utoipa::IntoResponses)]
@@ -23,7 +28,7 @@ enum StopAnswers {
     /// One entry per distinct phone id, in request order; per-phone errors inside
     #[response(status = 200)]
     Stopped(StopResponse<'static>),
-    /// CPHGW.0001 bad body, CPHGW.0002 bad phone id
+    /// CPHGW.0001 bad body, CPHGW.0002 bad phone id, CPHGW.0006 malformed Idempotency-Key
     #[response(status = 400)]
     BadRequest(ErrorJson<'static>),
     /// CPHGW.0101 invalid JWT
@@ -32,16 +37,22 @@ enum StopAnswers {
     /// CPHGW.0102 tenant not mapped or project not the tenant's
     #[response(status = 403)]
     Forbidden(ErrorJson<'static>),
+    /// CPHGW.0007 a request with this Idempotency-Key is still running; Retry-After set
+    #[response(status = 409)]
+    KeyInFlight(ErrorJson<'static>),
     /// CPHGW.0003 too many ids or body too large
     #[response(status = 413)]
     TooLarge(ErrorJson<'static>),
+    /// CPHGW.0008 this Idempotency-Key was used for a different request
+    #[response(status = 422)]
+    KeyReused(ErrorJson<'static>),
     /// CPHGW.0201 tenant rate limit; Retry-After set
     #[response(status = 429)]
     RateLimited(ErrorJson<'static>),
     /// CPHGW.0301 no batch got a definite answer; every phone listed
     #[response(status = 502)]
     UpstreamFailed(StopResponse<'static>),
-    /// CPHGW.0303 no IAM token; every phone listed
+    /// CPHGW.0303 no IAM token (every phone listed); CPHGW.0304 the shared store is unreachable and the request carries an Idempotency-Key (nothing sent)
     #[response(status = 503)]
     IamUnavailable(StopResponse<'static>),
     /// CPHGW.0302 upstream timed out; every phone listed
@@ -55,7 +66,11 @@ enum StopAnswers {
     path = "/v1/cloud-phone/phones/batch-stop",
     tag = "caller",
     request_body = StopRequest,
-    params(("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters")),
+    params(
+        ("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters; the id of the stop record"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: a retry with the same key and request is answered as the first (Idempotent-Replayed: true) and sends nothing"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer when every job is final or after N seconds (capped by tracking.max_wait_s); Preference-Applied says the wait applied"),
+    ),
     responses(StopAnswers)
 )]
 pub async fn stop_default(
@@ -76,7 +91,9 @@ pub async fn stop_default(
     request_body = StopRequest,
     params(
         ("project_id" = String, Path, description = "One of the caller tenant's projects"),
-        ("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters"),
+        ("X-Request-Id" = Option<String>, Header, description = "Kept if 1-128 visible ASCII characters; the id of the stop record"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: a retry with the same key and request is answered as the first (Idempotent-Replayed: true) and sends nothing"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer when every job is final or after N seconds (capped by tracking.max_wait_s)"),
     ),
     responses(StopAnswers)
 )]
@@ -102,6 +119,8 @@ async fn stop(
     let ctx = TenantContext::resolve(app, caller)?;
     let project = ctx.project(path_project)?;
     app.check_rate(&ctx.tenant.name)?;
+    let key = IdempotencyKey::from_header(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+    let wait = prefer_wait(headers);
     let body = read_body(headers, body, app.config.limits.max_body_bytes).await?;
     let plan = Plan::parse(
         &body,
@@ -110,11 +129,70 @@ async fn stop(
     )?;
     drop(body);
     let deadline = tokio::time::Instant::now() + app.config.limits.request_timeout;
-    let answer = app.stops.run(&project, &plan, request_id, deadline).await;
-    Ok((
+    let call = StopCall {
+        tenant: ctx.tenant.name.clone(),
+        caller: ctx.caller.subject.clone(),
+        project: project.clone(),
+        plan,
+        request_id: request_id.clone(),
+        key,
+        deadline,
+    };
+    let answer = app.stops.execute(call).await?;
+    Ok(answered(app, &project, answer, wait).await)
+}
+
+/// The stop's answer, after following its jobs when the caller asked to
+/// wait (`Prefer: wait=N`, capped by `tracking.max_wait_s`).
+async fn answered(
+    app: &AppState,
+    project: &Arc<Project>,
+    answer: StopAnswer,
+    wait: Option<u64>,
+) -> Response {
+    let mut body = answer.body;
+    let mut applied = None;
+    if let (Some(secs), Some(record), false) = (wait, &answer.record, answer.replayed) {
+        let secs = secs.min(app.config.tracking.max_wait.as_secs());
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let view = app.stops.follow(project, record, until).await;
+        body = waited_body(&body, &view);
+        applied = Some(secs);
+    }
+    let mut resp = (
         answer.status,
         [(header::CONTENT_TYPE, "application/json")],
-        answer.body,
+        body,
     )
-        .into_response())
+        .into_response();
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(answer.request_id.as_str()) {
+        headers.insert(REQUEST_ID_HEADER, v);
+    }
+    if answer.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some((kept, all)) = answer.resumed
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{kept} of {all} batches had a recorded outcome and were not sent again"
+        ))
+    {
+        headers.insert("idempotent-resumed", v);
+    }
+    if let Some(secs) = applied
+        && let Ok(v) = HeaderValue::from_str(&format!("wait={secs}"))
+    {
+        headers.insert("preference-applied", v);
+    }
+    resp
+}
+
+/// `Prefer: wait=N` (RFC 7240), if well formed.
+pub fn prefer_wait(headers: &HeaderMap) -> Option<u64> {
+    let values: Vec<&str> = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    preferred_wait(&values)
 }

@@ -128,16 +128,16 @@ async fn put_batch(
     batch: &RecordBatch,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO cphgw_stop_batches (tenant, request_id, index, phone_ids, upstream_request_id, entries) \
+        "INSERT INTO cphgw_stop_batches (tenant, request_id, index, phone_ids, upstream_request_ids, entries) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (tenant, request_id, index) DO UPDATE SET phone_ids = EXCLUDED.phone_ids, \
-         upstream_request_id = EXCLUDED.upstream_request_id, entries = EXCLUDED.entries",
+         upstream_request_ids = EXCLUDED.upstream_request_ids, entries = EXCLUDED.entries",
     )
     .bind(tenant)
     .bind(request_id)
     .bind(batch.index as i32)
     .bind(&batch.phone_ids)
-    .bind(&batch.upstream_request_id)
+    .bind(&batch.upstream_request_ids)
     .bind(batch.entries.as_ref().map(Json))
     .execute(conn)
     .await?;
@@ -203,7 +203,7 @@ pub(super) async fn record(
         return Ok(None);
     };
     let rows = sqlx::query(
-        "SELECT index, phone_ids, upstream_request_id, entries FROM cphgw_stop_batches \
+        "SELECT index, phone_ids, upstream_request_ids, entries FROM cphgw_stop_batches \
          WHERE tenant = $1 AND request_id = $2 ORDER BY index",
     )
     .bind(tenant)
@@ -219,7 +219,7 @@ pub(super) async fn record(
             Ok(RecordBatch {
                 index: u32::try_from(index).unwrap_or(0),
                 phone_ids: row.try_get(1)?,
-                upstream_request_id: row.try_get(2)?,
+                upstream_request_ids: row.try_get(2)?,
                 entries: entries.map(|j| j.0),
             })
         })

@@ -35,7 +35,7 @@ pub const RESYNC: u64 = u64::MAX;
 
 /// How long a call waits for a pooled connection before the store counts as
 /// down.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -45,6 +45,10 @@ pub struct PgStore {
     retention: Retention,
     notify: watch::Sender<u64>,
     listening: std::sync::Once,
+    /// Writes of the mapping queue here rather than for a connection: they
+    /// are serialised by the database anyway (one row lock), and a queue of
+    /// admins must not look like a store that is down.
+    writers: tokio::sync::Semaphore,
 }
 
 impl PgStore {
@@ -58,7 +62,7 @@ impl PgStore {
             })?
             .application_name("cph-gateway");
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(16)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
@@ -69,6 +73,7 @@ impl PgStore {
             retention,
             notify: watch::channel(0).0,
             listening: std::sync::Once::new(),
+            writers: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -205,6 +210,7 @@ impl Store for PgStore {
         precondition: &Precondition,
         who: &str,
     ) -> Result<Written, StoreError> {
+        let _turn = self.writers.acquire().await;
         self.seen(write_tenant(&self.pool, name, Some(spec), precondition, who).await)?
     }
 
@@ -214,6 +220,7 @@ impl Store for PgStore {
         precondition: &Precondition,
         who: &str,
     ) -> Result<Written, StoreError> {
+        let _turn = self.writers.acquire().await;
         self.seen(write_tenant(&self.pool, name, None, precondition, who).await)?
     }
 
