@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 pub use auth::AuthConfig;
 pub use error::ConfigError;
-pub use iam::{Credential, IamConfig};
+pub use iam::{AkSkCredential, Credential, CredentialKind, IamConfig, PasswordCredential};
 pub use limits::LimitsConfig;
 pub use load::{ENV_PREFIX, Env, ProcessEnv};
 pub use secret::{Secret, SecretSource};
@@ -92,7 +92,7 @@ impl Config {
         self.iam
             .credentials
             .values()
-            .map(|c| &c.password)
+            .flat_map(|c| c.secrets())
             .filter(|s| matches!(s.source(), SecretSource::File(_)))
             .collect()
     }
@@ -170,10 +170,10 @@ hs256_secret_env = "S"
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.upstream.max_batch_size, 7);
-        assert_eq!(
-            c.iam.credentials["main"].password.current().expose_secret(),
-            "pw"
-        );
+        let Credential::Password(main) = &*c.iam.credentials["main"] else {
+            panic!("main is a password credential");
+        };
+        assert_eq!(main.password.current().expose_secret(), "pw");
     }
 
     #[test]

@@ -18,8 +18,7 @@ use super::plan::Plan;
 use crate::domain::{Code, JobId, PhoneId};
 use crate::tenants::Project;
 use crate::upstream::cph::{CallOutcome, UpstreamJob};
-use crate::upstream::credentials::{Answer, AuthError};
-use crate::upstream::iam::IamToken;
+use crate::upstream::credentials::{Answer, AuthError, Authorization};
 use crate::upstream::retry::{Backoff, RetryBudget};
 use crate::upstream::{ProjectSlot, Upstream};
 
@@ -132,7 +131,7 @@ impl Fanout {
     }
 
     /// One call of one batch, within the project's limit and the deadline.
-    async fn attempt(&self, call: &BatchCall<'_>, token: &IamToken, attempt: u32) -> Attempt {
+    async fn attempt(&self, call: &BatchCall<'_>, auth: &Authorization, attempt: u32) -> Attempt {
         let BatchCall {
             project,
             slot,
@@ -161,7 +160,7 @@ impl Fanout {
             deadline,
             self.upstream
                 .cph
-                .batch_stop(project, token, request_id, ids)
+                .batch_stop(project, auth, request_id, ids)
                 .instrument(call_span),
         )
         .await;
@@ -183,8 +182,8 @@ impl Fanout {
             let attempt = self
                 .upstream
                 .credentials
-                .call(call.project, deadline, |token| async move {
-                    self.attempt(call, &token, retries + 1).await
+                .call(call.project, deadline, |auth| async move {
+                    self.attempt(call, &auth, retries + 1).await
                 })
                 .await;
             let outcome = match attempt {

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
-use super::credentials::Answer;
+use super::credentials::{Answer, Authorization};
 use super::http::{describe, retry_after, status_label};
-use super::iam::IamToken;
+use super::sign;
 use crate::domain::{PhoneId, ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -94,6 +96,9 @@ impl CallOutcome {
     }
 }
 
+/// The content type of every CPH call with a body.
+const JSON: &str = "application/json";
+
 #[derive(Serialize)]
 struct StopBody<'a> {
     phone_ids: &'a [PhoneId],
@@ -146,26 +151,93 @@ impl CphClient {
         format!("{}/v1/{}", project.region.fill(&self.endpoint), project.id)
     }
 
-    /// A call to CPH with the project's credential and the request's id.
+    /// The one builder of calls to CPH: the project's credential (an IAM
+    /// token, or an AK/SK signature over the method, host, path, query,
+    /// content type, project id, security token and body), the request's
+    /// id, and the JSON body if there is one. A signed call is sent with the
+    /// canonical query it was signed with.
     fn request(
         &self,
         method: reqwest::Method,
-        url: impl reqwest::IntoUrl,
-        token: &IamToken,
+        mut url: reqwest::Url,
+        project: &Project,
+        auth: &Authorization,
         request_id: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
+        json_body: Option<Vec<u8>>,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let mut headers = HeaderMap::new();
+        match auth {
+            Authorization::Token(token) => {
+                headers.insert("x-auth-token", secret_header(&token.value, "IAM token")?);
+            }
+            Authorization::Signed(keys) => {
+                let host = host_header(&url)?;
+                let query = url.query().unwrap_or("").to_owned();
+                let token = keys.security_token.as_deref().map(|t| t.expose_secret());
+                let signature = sign::sign(
+                    keys.access_key.expose_secret(),
+                    keys.secret_key.expose_secret().as_bytes(),
+                    &sign::Request {
+                        method: method.as_str(),
+                        host: &host,
+                        path: url.path(),
+                        query: &query,
+                        content_type: json_body.is_some().then_some(JSON),
+                        project_id: Some(project.id.as_str()),
+                        security_token: token,
+                        body: json_body.as_deref().unwrap_or_default(),
+                    },
+                    OffsetDateTime::now_utc(),
+                )
+                .map_err(|e| format!("cannot sign the call: {e}"))?;
+                url.set_query(
+                    Some(&signature.query)
+                        .filter(|q| !q.is_empty())
+                        .map(String::as_str),
+                );
+                let plain = |v: &str, what: &str| {
+                    HeaderValue::from_str(v).map_err(|_| {
+                        format!("cannot sign the call: the {what} is not a valid header value")
+                    })
+                };
+                headers.insert(sign::HEADER_SDK_DATE, plain(&signature.sdk_date, "date")?);
+                headers.insert(
+                    sign::HEADER_PROJECT_ID,
+                    plain(project.id.as_str(), "project id")?,
+                );
+                let mut authorization = plain(&signature.authorization, "access key")?;
+                authorization.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, authorization);
+                if let Some(token) = &keys.security_token {
+                    headers.insert(
+                        sign::HEADER_SECURITY_TOKEN,
+                        secret_header(token, "security token")?,
+                    );
+                }
+                if let Some(v) = signature.content_sha256 {
+                    headers.insert(sign::HEADER_CONTENT_SHA256, HeaderValue::from_static(v));
+                }
+            }
+        }
+        let mut builder = self
+            .http
             .request(method, url)
             .timeout(self.timeout)
-            .header("x-auth-token", token.value.expose_secret())
-            .header("x-request-id", request_id)
+            .headers(headers)
+            .header("x-request-id", request_id);
+        if let Some(body) = json_body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, JSON)
+                .body(body);
+        }
+        Ok(builder)
     }
 
     /// `POST /v1/{project_id}/cloud-phone/phones/batch-stop` for one batch.
     pub async fn batch_stop(
         &self,
         project: &Project,
-        token: &IamToken,
+        auth: &Authorization,
         request_id: &str,
         ids: &[PhoneId],
     ) -> CallOutcome {
@@ -173,17 +245,22 @@ impl CphClient {
             Ok(b) => b,
             Err(e) => return CallOutcome::NotSent(e.to_string()),
         };
-        let url = match self.stop_url(project) {
-            Ok(u) => u,
+        let request = self.stop_url(project).and_then(|url| {
+            self.request(
+                reqwest::Method::POST,
+                url,
+                project,
+                auth,
+                request_id,
+                Some(body),
+            )
+        });
+        let request = match request {
+            Ok(r) => r,
             Err(e) => return CallOutcome::NotSent(e),
         };
         let started = Instant::now();
-        let sent = self
-            .request(reqwest::Method::POST, url, token, request_id)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
+        let sent = request.send().await;
         let outcome = match sent {
             Err(e) => transport_outcome(&e),
             Ok(resp) => {
@@ -255,15 +332,49 @@ impl CphClient {
     pub async fn show_job(
         &self,
         project: &Project,
-        token: &IamToken,
+        auth: &Authorization,
         request_id: &str,
         job_id: &str,
     ) -> Result<(StatusCode, Bytes), CallOutcome> {
         let url = format!("{}/cloud-phone/jobs/{job_id}", self.base(project));
+        self.get(project, auth, request_id, &url).await
+    }
+
+    /// `GET /v1/{project_id}/cloud-phone/jobs?request_ids=..&offset=O&limit=L`
+    /// (CPH's job list, at most 20 request ids): status and body as CPH
+    /// answered, or a transport outcome.
+    pub async fn list_jobs(
+        &self,
+        project: &Project,
+        auth: &Authorization,
+        request_id: &str,
+        request_ids: &[&str],
+        offset: u32,
+        limit: u32,
+    ) -> Result<(StatusCode, Bytes), CallOutcome> {
+        let url = format!(
+            "{}/cloud-phone/jobs?request_ids={}&offset={offset}&limit={limit}",
+            self.base(project),
+            request_ids.join(",")
+        );
+        self.get(project, auth, request_id, &url).await
+    }
+
+    /// A GET of `url`, counted in the upstream metrics.
+    async fn get(
+        &self,
+        project: &Project,
+        auth: &Authorization,
+        request_id: &str,
+        url: &str,
+    ) -> Result<(StatusCode, Bytes), CallOutcome> {
         let started = Instant::now();
         let result: Result<(StatusCode, Bytes), CallOutcome> = async {
+            let url = reqwest::Url::parse(url)
+                .map_err(|e| CallOutcome::NotSent(format!("bad CPH URL: {e}")))?;
             let resp = self
-                .request(reqwest::Method::GET, url, token, request_id)
+                .request(reqwest::Method::GET, url, project, auth, request_id, None)
+                .map_err(CallOutcome::NotSent)?
                 .send()
                 .await
                 .map_err(|e| transport_outcome(&e))?;
@@ -280,6 +391,26 @@ impl CphClient {
         self.metrics.upstream(label, started.elapsed());
         result
     }
+}
+
+/// `Host` as the HTTP client sends it: the host, and the port unless it is
+/// the scheme's default. A signature covers it.
+fn host_header(url: &reqwest::Url) -> Result<String, String> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| "bad CPH URL: no host".to_owned())?;
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+/// A header carrying a secret, marked sensitive; the error names only `what`.
+fn secret_header(value: &SecretString, what: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value.expose_secret())
+        .map_err(|_| format!("the {what} is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn transport_outcome(e: &reqwest::Error) -> CallOutcome {

@@ -69,6 +69,7 @@ impl Upstream {
         iam: IamConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let configured = iam.credentials.clone();
         let iam = Arc::new(IamProvider::new(
             iam,
             http.clone(),
@@ -78,7 +79,7 @@ impl Upstream {
         let cph = CphClient::new(http, cfg.cph_endpoint.clone(), cfg.timeout, metrics.clone());
         Self {
             cph,
-            credentials: Credentials::new(iam),
+            credentials: Credentials::new(iam, configured),
             cfg,
             slots: Mutex::default(),
             metrics,
@@ -108,9 +109,9 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<Result<(StatusCode, Bytes), CallOutcome>, AuthError> {
         self.credentials
-            .call(project, deadline, |token| async move {
+            .call(project, deadline, |auth| async move {
                 self.cph
-                    .show_job(project, &token, request_id, job_id.as_str())
+                    .show_job(project, &auth, request_id, job_id.as_str())
                     .await
             })
             .await

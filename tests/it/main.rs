@@ -8,6 +8,7 @@
 mod helpers;
 
 mod admin;
+mod aksk;
 mod auth;
 mod faults;
 mod hostile;

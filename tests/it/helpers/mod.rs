@@ -286,6 +286,12 @@ impl TestOptions {
         self
     }
 
+    /// The tenants file's text (default: [`default_tenants`]).
+    pub fn tenants(mut self, text: &str) -> Self {
+        self.tenants = text.to_owned();
+        self
+    }
+
     /// A config without `auth.hs256_secret_env`.
     pub fn without_hs256_secret(mut self) -> Self {
         self.hs256_secret = false;
