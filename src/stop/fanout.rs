@@ -15,7 +15,9 @@ use tracing::Instrument;
 
 use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
 use super::plan::Plan;
+use super::split::{Ran, may_cure, split};
 use crate::domain::{Code, JobId, PhoneId};
+use crate::telemetry::Metrics;
 use crate::tenants::Project;
 use crate::upstream::cph::{CallOutcome, UpstreamJob};
 use crate::upstream::credentials::{Answer, AuthError, Authorization};
@@ -56,10 +58,13 @@ const NOT_SENT: &str = "not sent: the request's deadline passed before this batc
 /// Executes stop plans.
 pub struct Fanout {
     upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
     budget: RetryBudget,
 }
 
-/// One batch of one request, and what its calls share.
+/// One batch of one request (or a part of one, see [`super::split`]), and
+/// what its calls share.
+#[derive(Clone, Copy)]
 struct BatchCall<'a> {
     project: &'a Arc<Project>,
     slot: &'a ProjectSlot,
@@ -85,9 +90,13 @@ impl Answer for Attempt {
 }
 
 impl Fanout {
-    pub fn new(upstream: Arc<Upstream>) -> Self {
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
         let budget = RetryBudget::new(upstream.cfg.retry_budget_ratio);
-        Self { upstream, budget }
+        Self {
+            upstream,
+            metrics,
+            budget,
+        }
     }
 
     /// Runs every batch of `plan`; the result has one outcome per batch, in
@@ -118,7 +127,13 @@ impl Fanout {
                     deadline,
                     summary,
                 };
-                async move { (index, self.run_batch(&call).await) }.instrument(span)
+                async move {
+                    // Every batch earns a share of a retry; the calls of a
+                    // split do not (they are outside the budget).
+                    self.budget.earn();
+                    (index, self.run_batch_splitting(&call).await)
+                }
+                .instrument(span)
             })
             .buffer_unordered(self.upstream.cfg.max_concurrency_per_request);
         while let Some((index, outcome)) = running.next().await {
@@ -174,10 +189,40 @@ impl Fanout {
         }
     }
 
-    async fn run_batch(&self, call: &BatchCall<'_>) -> BatchOutcome {
+    /// Runs one batch; if CPH refuses it whole in a way a split may cure,
+    /// splits it (see [`super::split`]).
+    async fn run_batch_splitting(&self, call: &BatchCall<'_>) -> BatchOutcome {
+        let first = self.run_batch(call).await;
+        if !first.splittable || call.ids.len() < 2 {
+            return first.outcome;
+        }
+        let (parts, calls) = split(
+            call.ids.len(),
+            first.outcome,
+            call.deadline,
+            &self.metrics,
+            |range| {
+                let part = BatchCall {
+                    ids: &call.ids[range],
+                    ..*call
+                };
+                async move { self.run_batch(&part).await }
+            },
+        )
+        .await;
+        tracing::info!(
+            ids = call.ids.len(),
+            split_calls = calls,
+            parts = parts.len(),
+            "CPH refused a whole batch; split it to answer each phone"
+        );
+        BatchOutcome::Split(parts)
+    }
+
+    /// One batch (or part of one), with its retries.
+    async fn run_batch(&self, call: &BatchCall<'_>) -> Ran {
         let deadline = call.deadline;
         let mut retries = 0;
-        self.budget.earn();
         loop {
             let attempt = self
                 .upstream
@@ -188,23 +233,24 @@ impl Fanout {
                 .await;
             let outcome = match attempt {
                 Err(AuthError::Deadline) | Ok(Attempt::NotSent) => {
-                    return BatchOutcome::failed(Code::UpstreamTimeout, NOT_SENT);
+                    return BatchOutcome::failed(Code::UpstreamTimeout, NOT_SENT).into();
                 }
                 Err(AuthError::Iam(e)) => {
-                    return BatchOutcome::failed(Code::IamUnavailable, e.to_string());
+                    return BatchOutcome::failed(Code::IamUnavailable, e.to_string()).into();
                 }
                 Ok(Attempt::TimedOut) => {
                     return BatchOutcome::failed(
                         Code::UpstreamTimeout,
                         "the request's deadline passed while waiting for CPH; the outcome of this stop is unknown: check with the job query or retry",
-                    );
+                    )
+                    .into();
                 }
                 Ok(Attempt::Done(outcome)) => outcome,
             };
             // What this attempt came to, and whether another may be made
             // (with the server's Retry-After, if it sent one).
             let (failure, retry_after) = match outcome {
-                CallOutcome::Jobs { jobs, .. } => return BatchOutcome::Jobs(answers(jobs)),
+                CallOutcome::Jobs { jobs, .. } => return BatchOutcome::Jobs(answers(jobs)).into(),
                 CallOutcome::Rejected {
                     status,
                     error_code,
@@ -212,9 +258,13 @@ impl Fanout {
                     retry_after,
                 } => {
                     let retryable = is_retryable(status, error_code.as_deref());
+                    let splittable = may_cure(status, error_code.as_deref());
                     let failure = rejected(status, error_code, error_msg);
                     if !retryable {
-                        return failure;
+                        return Ran {
+                            outcome: failure,
+                            splittable,
+                        };
                     }
                     (failure, retry_after)
                 }
@@ -237,7 +287,8 @@ impl Fanout {
                             "CPH did not answer within {} ms; the outcome of this stop is unknown: check with the job query or retry",
                             self.upstream.cfg.timeout.as_millis()
                         ),
-                    );
+                    )
+                    .into();
                 }
                 CallOutcome::Broken(reason) => {
                     return BatchOutcome::failed(
@@ -245,7 +296,8 @@ impl Fanout {
                         format!(
                             "CPH call failed after the request was sent ({reason}); the outcome of this stop is unknown"
                         ),
-                    );
+                    )
+                    .into();
                 }
             };
             // A retry: within max_retries, the budget, and the deadline.
@@ -255,7 +307,7 @@ impl Fanout {
                 || Instant::now() + delay >= deadline
                 || !self.budget.try_spend()
             {
-                return failure;
+                return failure.into();
             }
             tracing::debug!(
                 retry = retries + 1,

@@ -4,6 +4,7 @@
 pub mod fanout;
 pub mod merge;
 pub mod plan;
+pub mod split;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,7 +36,7 @@ pub struct Stops {
 impl Stops {
     pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
         Self {
-            fanout: Fanout::new(upstream),
+            fanout: Fanout::new(upstream, metrics.clone()),
             metrics,
         }
     }

@@ -71,6 +71,7 @@ pub struct Metrics {
     phones: Family<Outcome, Counter>,
     iam_fetches: Family<ResultLabel, Counter>,
     jwt_rejections: Family<Reason, Counter>,
+    upstream_retries: Family<Reason, Counter>,
     in_flight: Gauge,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -93,6 +94,7 @@ impl Metrics {
         let phones = Family::default();
         let iam_fetches = Family::default();
         let jwt_rejections = Family::default();
+        let upstream_retries = Family::default();
         let in_flight = Gauge::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
@@ -111,6 +113,11 @@ impl Metrics {
             "cphgw_upstream_requests",
             "Upstream (CPH) calls by status or failure kind",
             upstream_requests.clone(),
+        );
+        registry.register(
+            "cphgw_upstream_retries",
+            "Extra upstream (CPH) calls by reason (split: a whole batch refused, sent again in halves)",
+            upstream_retries.clone(),
         );
         registry.register(
             "cphgw_upstream_duration_seconds",
@@ -156,6 +163,7 @@ impl Metrics {
             phones,
             iam_fetches,
             jwt_rejections,
+            upstream_retries,
             in_flight,
             upstream_in_flight,
             iam_token_age,
@@ -183,6 +191,13 @@ impl Metrics {
     pub fn iam_fetch(&self, result: &'static str) {
         self.iam_fetches
             .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts an extra upstream call made for `reason`.
+    pub fn upstream_retry(&self, reason: &'static str) {
+        self.upstream_retries
+            .get_or_create(&Reason { reason })
             .inc();
     }
 

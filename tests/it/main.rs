@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod ops;
 mod plan_props;
+mod poison;
 mod security;
 mod shutdown;
 mod smoke;
