@@ -27,7 +27,7 @@ pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;
-pub use upstream::UpstreamConfig;
+pub use upstream::{ProxyChoice, ProxyUrl, UpstreamConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +104,7 @@ impl RawConfig {
             server: self.server.validate()?,
             auth: self.auth.validate(env)?,
             iam: self.iam.validate(env)?,
-            upstream: self.upstream.validate()?,
+            upstream: self.upstream.validate(env)?,
             limits: self.limits.validate()?,
             tenants: self.tenants.validate()?,
             telemetry: self.telemetry.validate()?,

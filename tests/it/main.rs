@@ -19,3 +19,4 @@ mod security;
 mod shutdown;
 mod smoke;
 mod stop;
+mod upstream_tls;

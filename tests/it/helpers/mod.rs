@@ -3,6 +3,8 @@
 //! test config and tenants, caller and admin tokens, the answers' checks.
 
 pub mod process;
+pub mod proxy;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
