@@ -5,6 +5,7 @@ pub mod cph;
 pub mod credentials;
 pub mod http;
 pub mod iam;
+pub mod probe;
 pub mod retry;
 pub mod sign;
 
