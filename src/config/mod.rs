@@ -12,6 +12,7 @@ mod secret;
 mod server;
 mod telemetry;
 mod tenants;
+mod tls;
 mod upstream;
 
 use std::path::Path;
@@ -27,6 +28,7 @@ pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;
+pub use tls::ServerTls;
 pub use upstream::{ProxyChoice, ProxyUrl, UpstreamConfig};
 
 #[derive(Debug, Deserialize)]

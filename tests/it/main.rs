@@ -13,6 +13,7 @@ mod auth;
 mod check_online;
 mod faults;
 mod hostile;
+mod listener_tls;
 mod ops;
 mod plan_props;
 mod poison;

@@ -1,5 +1,5 @@
 //! Certificates made in the test: a CA and the certificates it signs
-//! (servers for `localhost`), PEM.
+//! (servers for `localhost`, clients for mTLS), PEM.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -43,6 +43,11 @@ impl TestCa {
         )
     }
 
+    /// A client certificate with `cn`.
+    pub fn client(&self, cn: &str) -> Pem {
+        self.issue(cn, vec![], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
     fn issue(&self, cn: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Pem {
         let mut params = CertificateParams::new(names).expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -56,4 +61,13 @@ impl TestCa {
             key: key.serialize_pem(),
         }
     }
+}
+
+/// The DER of the first certificate of a PEM text.
+pub fn der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a certificate")
+        .to_vec()
 }
