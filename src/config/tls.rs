@@ -187,8 +187,14 @@ mod tests {
             (&[(CERT, &crt), (KEY, &other_key)], "server.tls_key_file"),
             (&[(CERT, &key), (KEY, &key)], "server.tls_cert_file"),
             (&[(CERT, &crt), (KEY, &crt)], "server.tls_key_file"),
-            (&[(CERT, &crt), (KEY, &key), (CA, &key)], "server.client_ca_file"),
-            (&[(CERT, "/nonexistent"), (KEY, &key)], "server.tls_cert_file"),
+            (
+                &[(CERT, &crt), (KEY, &key), (CA, &key)],
+                "server.client_ca_file",
+            ),
+            (
+                &[(CERT, "/nonexistent"), (KEY, &key)],
+                "server.tls_cert_file",
+            ),
         ];
         for (vars, want) in cases {
             let err = load(vars).unwrap_err();

@@ -1,19 +1,16 @@
-//! The CPH HTTP client: one pooled `reqwest::Client`, `batch_stop` and
-//! `show_job`, and the mapping of upstream answers to outcomes the fan-out can
+//! The CPH HTTP client: one pooled `reqwest::Client`, one request builder
+//! (which applies each call's [`Authorization`]), `batch_stop`, `show_job`
+//! and `list_jobs`, and the mapping of upstream answers to outcomes the fan-out can
 //! reason about (what is definite, what may be retried).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::credentials::{Answer, Authorization};
 use super::http::{describe, retry_after, status_label};
-use super::sign;
 use crate::domain::{PhoneId, ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -165,60 +162,8 @@ impl CphClient {
         request_id: &str,
         json_body: Option<Vec<u8>>,
     ) -> Result<reqwest::RequestBuilder, String> {
-        let mut headers = HeaderMap::new();
-        match auth {
-            Authorization::Token(token) => {
-                headers.insert("x-auth-token", secret_header(&token.value, "IAM token")?);
-            }
-            Authorization::Signed(keys) => {
-                let host = host_header(&url)?;
-                let query = url.query().unwrap_or("").to_owned();
-                let token = keys.security_token.as_deref().map(|t| t.expose_secret());
-                let signature = sign::sign(
-                    keys.access_key.expose_secret(),
-                    keys.secret_key.expose_secret().as_bytes(),
-                    &sign::Request {
-                        method: method.as_str(),
-                        host: &host,
-                        path: url.path(),
-                        query: &query,
-                        content_type: json_body.is_some().then_some(JSON),
-                        project_id: Some(project.id.as_str()),
-                        security_token: token,
-                        body: json_body.as_deref().unwrap_or_default(),
-                    },
-                    OffsetDateTime::now_utc(),
-                )
-                .map_err(|e| format!("cannot sign the call: {e}"))?;
-                url.set_query(
-                    Some(&signature.query)
-                        .filter(|q| !q.is_empty())
-                        .map(String::as_str),
-                );
-                let plain = |v: &str, what: &str| {
-                    HeaderValue::from_str(v).map_err(|_| {
-                        format!("cannot sign the call: the {what} is not a valid header value")
-                    })
-                };
-                headers.insert(sign::HEADER_SDK_DATE, plain(&signature.sdk_date, "date")?);
-                headers.insert(
-                    sign::HEADER_PROJECT_ID,
-                    plain(project.id.as_str(), "project id")?,
-                );
-                let mut authorization = plain(&signature.authorization, "access key")?;
-                authorization.set_sensitive(true);
-                headers.insert(reqwest::header::AUTHORIZATION, authorization);
-                if let Some(token) = &keys.security_token {
-                    headers.insert(
-                        sign::HEADER_SECURITY_TOKEN,
-                        secret_header(token, "security token")?,
-                    );
-                }
-                if let Some(v) = signature.content_sha256 {
-                    headers.insert(sign::HEADER_CONTENT_SHA256, HeaderValue::from_static(v));
-                }
-            }
-        }
+        let content = json_body.as_deref().map(|body| (JSON, body));
+        let headers = auth.headers(&method, &mut url, project.id.as_str(), content)?;
         let mut builder = self
             .http
             .request(method, url)
@@ -391,26 +336,6 @@ impl CphClient {
         self.metrics.upstream(label, started.elapsed());
         result
     }
-}
-
-/// `Host` as the HTTP client sends it: the host, and the port unless it is
-/// the scheme's default. A signature covers it.
-fn host_header(url: &reqwest::Url) -> Result<String, String> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| "bad CPH URL: no host".to_owned())?;
-    Ok(match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    })
-}
-
-/// A header carrying a secret, marked sensitive; the error names only `what`.
-fn secret_header(value: &SecretString, what: &str) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::from_str(value.expose_secret())
-        .map_err(|_| format!("the {what} is not a valid header value"))?;
-    v.set_sensitive(true);
-    Ok(v)
 }
 
 fn transport_outcome(e: &reqwest::Error) -> CallOutcome {

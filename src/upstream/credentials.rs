@@ -12,10 +12,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::iam::{IamError, IamProvider, IamToken};
+use super::sign;
 use crate::config::{AkSkCredential, Credential};
 use crate::tenants::Project;
 
@@ -61,6 +64,92 @@ impl SigningKeys {
             security_token: c.security_token.as_ref().map(|t| t.current()),
         }
     }
+}
+
+impl Authorization {
+    /// The headers that authorise one call: `X-Auth-Token`, or the AK/SK
+    /// signature (`X-Sdk-Date`, `X-Project-Id`, `Authorization`, and
+    /// `X-Security-Token` for temporary keys) over the method, the host
+    /// (with a port that is not the default), the path, the query, the
+    /// content type, the project id and the body. A signed call must be sent
+    /// with the canonical query it was signed with: `url`'s query is
+    /// replaced by it. Values carrying a secret are marked sensitive; an
+    /// error never shows one.
+    pub fn headers(
+        &self,
+        method: &reqwest::Method,
+        url: &mut reqwest::Url,
+        project_id: &str,
+        content: Option<(&str, &[u8])>,
+    ) -> Result<HeaderMap, String> {
+        let mut headers = HeaderMap::new();
+        let keys = match self {
+            Authorization::Token(token) => {
+                headers.insert("x-auth-token", secret_header(&token.value, "IAM token")?);
+                return Ok(headers);
+            }
+            Authorization::Signed(keys) => keys,
+        };
+        let host = host_header(url)?;
+        let query = url.query().unwrap_or("").to_owned();
+        let signature = sign::sign(
+            keys.access_key.expose_secret(),
+            keys.secret_key.expose_secret().as_bytes(),
+            &sign::Request {
+                method: method.as_str(),
+                host: &host,
+                path: url.path(),
+                query: &query,
+                content_type: content.map(|(ct, _)| ct),
+                project_id: Some(project_id),
+                security_token: keys.security_token.as_deref().map(|t| t.expose_secret()),
+                body: content.map_or(&[][..], |(_, body)| body),
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| format!("cannot sign the call: {e}"))?;
+        url.set_query(Some(signature.query.as_str()).filter(|q| !q.is_empty()));
+        let plain = |v: &str, what: &str| {
+            HeaderValue::from_str(v).map_err(|_| {
+                format!("cannot sign the call: the {what} is not a valid header value")
+            })
+        };
+        headers.insert(sign::HEADER_SDK_DATE, plain(&signature.sdk_date, "date")?);
+        headers.insert(sign::HEADER_PROJECT_ID, plain(project_id, "project id")?);
+        let mut authorization = plain(&signature.authorization, "access key")?;
+        authorization.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, authorization);
+        if let Some(token) = &keys.security_token {
+            headers.insert(
+                sign::HEADER_SECURITY_TOKEN,
+                secret_header(token, "security token")?,
+            );
+        }
+        if let Some(v) = signature.content_sha256 {
+            headers.insert(sign::HEADER_CONTENT_SHA256, HeaderValue::from_static(v));
+        }
+        Ok(headers)
+    }
+}
+
+/// `Host` as the HTTP client sends it: the host, and the port unless it is
+/// the scheme's default. A signature covers it.
+fn host_header(url: &reqwest::Url) -> Result<String, String> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| "bad CPH URL: no host".to_owned())?;
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+/// A header carrying a secret, marked sensitive; the error names only `what`.
+fn secret_header(value: &SecretString, what: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value.expose_secret())
+        .map_err(|_| format!("the {what} is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// The credentials of every project.
@@ -119,6 +208,25 @@ impl Credentials {
                 continue;
             }
             return Ok(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn signing_keys_never_show_in_debug() {
+        let keys = SigningKeys::of(&AkSkCredential {
+            access_key: Secret::fixed("ak", "AKIDVISIBLE"),
+            secret_key: Secret::fixed("sk", "the-secret-key-value"),
+            security_token: Some(Secret::fixed("st", "the-security-token")),
+        });
+        let debug = format!("{:?}", Authorization::Signed(keys));
+        for hidden in ["AKIDVISIBLE", "the-secret-key-value", "the-security-token"] {
+            assert!(!debug.contains(hidden), "{debug}");
         }
     }
 }
