@@ -127,6 +127,24 @@ def apply_env_overrides(cfg: dict, env: dict[str, str]) -> dict:
     return cfg
 
 
+def secret_mount(container: dict, vols: dict, path: str) -> tuple[dict, str] | None:
+    """The volume mount of `container` that puts `path` on a Secret volume,
+    and the Secret key that becomes that file; None if there is none."""
+    for m in container.get("volumeMounts", []):
+        base = m["mountPath"].rstrip("/") + "/"
+        secret = (vols.get(m["name"]) or {}).get("secret")
+        if not secret or not path.startswith(base):
+            continue
+        rel = path[len(base):]
+        items = secret.get("items")
+        if items is None:
+            return m, rel
+        for item in items:
+            if item.get("path") == rel:
+                return m, item["key"]
+    return None
+
+
 def port_of(container: dict, port: Any) -> int:
     if isinstance(port, int):
         return port
@@ -347,14 +365,13 @@ def main() -> int:
         if cfg.get("auth", {}).get("hs256_secret_env"):
             needed.append(cfg["auth"]["hs256_secret_env"])
         for name, cred in cfg.get("iam", {}).get("credentials", {}).items():
-            if "password_env" in cred:
-                needed.append(cred["password_env"])
-            if "password_file" in cred:
-                pf = cred["password_file"]
-                ok = any(pf.startswith(mm["mountPath"].rstrip("/") + "/")
-                         and (vols[mm["name"]].get("secret") or vols[mm["name"]].get("projected"))
-                         for mm in c.get("volumeMounts", []))
-                check(f"iam.credentials.{name}.password_file is on a Secret mount", ok, pf)
+            for key, value in cred.items():
+                if key.endswith("_env"):
+                    needed.append(value)
+                elif key.endswith("_file"):
+                    mount = secret_mount(c, vols, value)
+                    check(f"iam.credentials.{name}.{key} is a file of a Secret mount (not subPath)",
+                          mount is not None and "subPath" not in mount[0], value)
         for var in needed:
             ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
             check(f"env {var} (named by the config) comes from a Secret key that exists",
@@ -517,6 +534,16 @@ def main() -> int:
                 if ref:
                     env[e["name"]] = secret_vals[ref["key"]]
             env["CPHGW__TENANTS__FILE"] = str(Path(tmp, "tenants.toml"))  # the mount path, locally
+            # Secret files the config names: written locally from the Secret's
+            # placeholders, their keys pointed there.
+            vols = {v["name"]: v for v in ctx["dep"]["spec"]["template"]["spec"].get("volumes", [])}
+            for name, cred in ctx["cfg_raw"].get("iam", {}).get("credentials", {}).items():
+                for key, value in cred.items():
+                    mount = secret_mount(ctx["container"], vols, value) if key.endswith("_file") else None
+                    if mount and mount[1] in secret_vals:
+                        local = Path(tmp, f"{name}.{key}")
+                        local.write_text(secret_vals[mount[1]])
+                        env[f"CPHGW__IAM__CREDENTIALS__{name.upper()}__{key.upper()}"] = str(local)
             p = subprocess.run([b, "check-config", "--config", str(Path(tmp, "gateway.toml"))],
                                env=env, capture_output=True, text=True, timeout=60)
             out = (p.stdout + p.stderr).strip().replace("\n", " | ")

@@ -5,6 +5,7 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cmd::check::CheckArgs;
 use cmd::demo::DemoArgs;
 use cmd::serve::ConfigArg;
 use cmd::sim::SimArgs;
@@ -29,9 +30,9 @@ enum Command {
     /// Run the gateway (caller API on server.listen, admin API on server.admin_listen).
     Serve(ConfigArg),
     /// Validate a config and its tenants file without serving; exit 0 if it can work, 1 if not.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckArgs),
     /// Run the local CPH + IAM simulator (for tests, demos and benchmarks).
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Start the simulator and the gateway together on loopback and print a ready curl command.
     Demo(DemoArgs),
     /// Mint a development JWT signed with the config's HS256 secret.
@@ -57,8 +58,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(a) => cmd::serve::serve(a).await,
-            Command::CheckConfig(a) => cmd::serve::check_config(a),
-            Command::Sim(a) => cmd::sim::sim(a).await,
+            Command::CheckConfig(a) => cmd::check::check_config(a).await,
+            Command::Sim(a) => cmd::sim::sim(*a).await,
             Command::Demo(a) => cmd::demo::demo(a).await,
             Command::Token(a) => cmd::token::token(a),
             Command::Migrate(a) => cmd::store::migrate(a).await,

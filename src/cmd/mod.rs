@@ -1,5 +1,6 @@
 //! One module per command of the `cph-gateway` binary.
 
+pub mod check;
 pub mod demo;
 pub mod serve;
 pub mod sim;

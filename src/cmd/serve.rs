@@ -1,10 +1,10 @@
-//! `serve` and `check-config`.
+//! `serve`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use cph_gateway::config::{Config, ProcessEnv};
-use cph_gateway::{App, AppState, shutdown_signal, telemetry};
+use cph_gateway::{App, shutdown_signal, telemetry};
 
 #[derive(Args)]
 pub struct ConfigArg {
@@ -22,24 +22,5 @@ pub async fn serve(args: ConfigArg) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("cph-gateway stopped");
-    Ok(())
-}
-
-pub fn check_config(args: ConfigArg) -> Result<(), String> {
-    let config = Config::load(&args.config, &ProcessEnv).map_err(|e| e.to_string())?;
-    let state = AppState::new(config).map_err(|e| e.to_string())?;
-    let registry = state.tenants.load();
-    let projects: usize = registry
-        .spec()
-        .tenants
-        .values()
-        .map(|t| t.projects.len())
-        .sum();
-    println!(
-        "config OK: {} tenants, {} projects, {} IAM credentials",
-        registry.len(),
-        projects,
-        state.config.iam.credentials.len()
-    );
     Ok(())
 }

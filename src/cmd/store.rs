@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use cph_gateway::config::{Config, ProcessEnv};
-use cph_gateway::store::Store;
 use cph_gateway::store::postgres::PgStore;
+use cph_gateway::store::{Retention, Store};
 use cph_gateway::tenants::file::{parse_file, read_file, render, write_atomically};
 
 use super::serve::ConfigArg;
@@ -47,7 +47,7 @@ async fn open(config: &Config) -> Result<Arc<PgStore>, String> {
         .url
         .clone()
         .ok_or("the config names no shared store: set [store] url_env or url_file")?;
-    let store = Arc::new(PgStore::new(url, config.retention()).map_err(|e| e.to_string())?);
+    let store = Arc::new(PgStore::new(url, Retention::of(config)).map_err(|e| e.to_string())?);
     store.migrate().await.map_err(|e| e.to_string())?;
     Ok(store)
 }

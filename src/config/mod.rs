@@ -13,6 +13,7 @@ mod server;
 mod store;
 mod telemetry;
 mod tenants;
+mod tls;
 mod upstream;
 
 use std::path::Path;
@@ -21,7 +22,7 @@ use serde::Deserialize;
 
 pub use auth::AuthConfig;
 pub use error::ConfigError;
-pub use iam::{Credential, IamConfig};
+pub use iam::{AkSkCredential, Credential, CredentialKind, IamConfig, PasswordCredential};
 pub use limits::LimitsConfig;
 pub use load::{ENV_PREFIX, Env, ProcessEnv};
 pub use secret::{Secret, SecretSource};
@@ -29,7 +30,8 @@ pub use server::ServerConfig;
 pub use store::{IdempotencyConfig, StoreConfig, TrackingConfig};
 pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;
-pub use upstream::UpstreamConfig;
+pub use tls::ServerTls;
+pub use upstream::{ProxyChoice, ProxyUrl, UpstreamConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,21 +100,12 @@ impl Config {
 }
 
 impl Config {
-    /// How long the store keeps audit events, keys and records.
-    pub fn retention(&self) -> crate::store::Retention {
-        crate::store::Retention {
-            audit: self.store.audit_retention,
-            keys: self.idempotency.retention,
-            records: self.tracking.retention,
-        }
-    }
-
     /// Every secret read from a file, for the watcher that re-reads them.
     pub fn file_secrets(&self) -> Vec<&Secret> {
         self.iam
             .credentials
             .values()
-            .map(|c| &c.password)
+            .flat_map(|c| c.secrets())
             .chain(self.store.url.as_deref())
             .filter(|s| matches!(s.source(), SecretSource::File(_)))
             .collect()
@@ -125,7 +118,7 @@ impl RawConfig {
             server: self.server.validate()?,
             auth: self.auth.validate(env)?,
             iam: self.iam.validate(env)?,
-            upstream: self.upstream.validate()?,
+            upstream: self.upstream.validate(env)?,
             limits: self.limits.validate()?,
             tenants: self.tenants.validate()?,
             telemetry: self.telemetry.validate()?,
@@ -194,10 +187,10 @@ hs256_secret_env = "S"
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.upstream.max_batch_size, 7);
-        assert_eq!(
-            c.iam.credentials["main"].password.current().expose_secret(),
-            "pw"
-        );
+        let Credential::Password(main) = &*c.iam.credentials["main"] else {
+            panic!("main is a password credential");
+        };
+        assert_eq!(main.password.current().expose_secret(), "pw");
     }
 
     #[test]

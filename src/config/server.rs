@@ -1,12 +1,14 @@
-//! `[server]`: the two listeners and shutdown.
+//! `[server]`: the two listeners, TLS on the caller listener, and shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::load::parse_addr;
+use super::tls::ServerTls;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,6 +16,9 @@ pub(super) struct RawServer {
     listen: String,
     admin_listen: String,
     shutdown_grace_ms: u64,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -22,6 +27,9 @@ impl Default for RawServer {
             listen: "0.0.0.0:8080".into(),
             admin_listen: "127.0.0.1:8081".into(),
             shutdown_grace_ms: 20_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
         }
     }
 }
@@ -31,6 +39,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub shutdown_grace: Duration,
+    /// TLS on the caller listener (`None`: plain HTTP).
+    pub tls: Option<ServerTls>,
 }
 
 impl RawServer {
@@ -39,6 +49,7 @@ impl RawServer {
             listen: parse_addr("server.listen", &self.listen)?,
             admin_listen: parse_addr("server.admin_listen", &self.admin_listen)?,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            tls: ServerTls::from_keys(self.tls_cert_file, self.tls_key_file, self.client_ca_file)?,
         })
     }
 }

@@ -8,3 +8,4 @@ pub mod router;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tls;

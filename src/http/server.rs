@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use super::router;
 use super::state::{AppState, StartError};
+use super::tls::{self, ReloadingTls, TlsListener};
 use crate::config::Config;
 use crate::tenants::{Source, sync};
 
@@ -18,6 +19,8 @@ pub struct App {
     state: Arc<AppState>,
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// TLS on the caller listener, when configured.
+    tls: Option<Arc<ReloadingTls>>,
     /// SIGHUP is caught from the moment the ports are bound, so an early
     /// SIGHUP cannot kill the process with the default action.
     #[cfg(unix)]
@@ -29,6 +32,10 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
         let listen = config.server.listen;
         let admin_listen = config.server.admin_listen;
+        let tls = match config.server.tls.clone() {
+            Some(files) => Some(Arc::new(ReloadingTls::load(files)?)),
+            None => None,
+        };
         let state = AppState::new(config)?;
         state.auth.init().await;
         let listener = TcpListener::bind(listen)
@@ -50,6 +57,7 @@ impl App {
             state,
             listener,
             admin_listener,
+            tls,
             #[cfg(unix)]
             hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         })
@@ -87,9 +95,28 @@ impl App {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let caller = axum::serve(self.listener, router::caller(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
+        let (caller, tls_watcher) = match self.tls {
+            None => (
+                Box::pin(
+                    axum::serve(self.listener, router::caller(state.clone()))
+                        .with_graceful_shutdown(stopped(stop_rx.clone()))
+                        .into_future(),
+                )
+                    as std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>,
+                None,
+            ),
+            Some(config) => (
+                Box::pin(
+                    axum::serve(
+                        TlsListener::new(self.listener, config.clone())?,
+                        router::caller(state.clone()),
+                    )
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+                ) as _,
+                Some(tokio::spawn(tls::watch(config))),
+            ),
+        };
         let admin = axum::serve(self.admin_listener, router::admin(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future();
@@ -114,6 +141,9 @@ impl App {
         let _ = stop_tx.send(true);
         watcher.abort();
         secrets.abort();
+        if let Some(w) = tls_watcher {
+            w.abort();
+        }
         hup.abort();
         match tokio::time::timeout(state.config.server.shutdown_grace, servers).await {
             Ok(Ok(result)) => result,

@@ -13,7 +13,7 @@ use crate::domain::{ApiError, Code, TenantId};
 use crate::stop::Stops;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PgStore;
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::tenants::{Source, Tenants, TenantsError};
 use crate::upstream::Upstream;
@@ -60,7 +60,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let http = crate::upstream::http::client(&config.upstream)?;
         let auth = Authenticator::new(config.auth.clone(), http.clone())?;
-        let retention = config.retention();
+        let retention = Retention::of(&config);
         let (store, tenants) = match &config.store.url {
             // A fleet: the mapping comes from PostgreSQL once it answers
             // (`tenants::sync`); until then the replica is not ready.

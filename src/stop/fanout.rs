@@ -15,11 +15,12 @@ use tracing::Instrument;
 
 use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
 use super::plan::Plan;
+use super::split::{Ran, may_cure, split};
 use crate::domain::{Code, JobId, PhoneId};
+use crate::telemetry::Metrics;
 use crate::tenants::Project;
 use crate::upstream::cph::{CallOutcome, UpstreamJob};
-use crate::upstream::credentials::{Answer, AuthError};
-use crate::upstream::iam::IamToken;
+use crate::upstream::credentials::{Answer, AuthError, Authorization};
 use crate::upstream::retry::{Backoff, RetryBudget};
 use crate::upstream::{ProjectSlot, Upstream};
 
@@ -77,10 +78,13 @@ impl From<BatchOutcome> for BatchResult {
 /// Executes stop plans.
 pub struct Fanout {
     upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
     budget: RetryBudget,
 }
 
-/// One batch of one request, and what its calls share.
+/// One batch of one request (or a part of one, see [`super::split`]), and
+/// what its calls share.
+#[derive(Clone, Copy)]
 struct BatchCall<'a> {
     project: &'a Arc<Project>,
     slot: &'a ProjectSlot,
@@ -106,9 +110,13 @@ impl Answer for Attempt {
 }
 
 impl Fanout {
-    pub fn new(upstream: Arc<Upstream>) -> Self {
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
         let budget = RetryBudget::new(upstream.cfg.retry_budget_ratio);
-        Self { upstream, budget }
+        Self {
+            upstream,
+            metrics,
+            budget,
+        }
     }
 
     /// Runs the batches of `plan` that `todo` marks (all when `None`); the
@@ -143,7 +151,13 @@ impl Fanout {
                     deadline,
                     summary,
                 };
-                async move { (index, self.run_batch(&call).await) }.instrument(span)
+                async move {
+                    // Every batch earns a share of a retry; the calls of a
+                    // split do not (they are outside the budget).
+                    self.budget.earn();
+                    (index, self.run_batch_splitting(&call).await)
+                }
+                .instrument(span)
             })
             .buffer_unordered(self.upstream.cfg.max_concurrency_per_request);
         while let Some((index, result)) = running.next().await {
@@ -154,7 +168,7 @@ impl Fanout {
     }
 
     /// One call of one batch, within the project's limit and the deadline.
-    async fn attempt(&self, call: &BatchCall<'_>, token: &IamToken, attempt: u32) -> Attempt {
+    async fn attempt(&self, call: &BatchCall<'_>, auth: &Authorization, attempt: u32) -> Attempt {
         let BatchCall {
             project,
             slot,
@@ -183,7 +197,7 @@ impl Fanout {
             deadline,
             self.upstream
                 .cph
-                .batch_stop(project, token, request_id, ids)
+                .batch_stop(project, auth, request_id, ids)
                 .instrument(call_span),
         )
         .await;
@@ -200,45 +214,69 @@ impl Fanout {
         }
     }
 
-    async fn run_batch(&self, call: &BatchCall<'_>) -> BatchResult {
-        let mut upstream_request_ids = Vec::new();
-        let outcome = self.batch_outcome(call, &mut upstream_request_ids).await;
+    /// Runs one batch; if CPH refuses it whole in a way a split may cure,
+    /// splits it (see [`super::split`]).
+    async fn run_batch_splitting(&self, call: &BatchCall<'_>) -> BatchResult {
+        let first = self.run_batch(call).await;
+        if !first.splittable || call.ids.len() < 2 {
+            return BatchResult {
+                outcome: first.outcome,
+                upstream_request_ids: first.upstream_request_ids,
+            };
+        }
+        let mut upstream_request_ids = first.upstream_request_ids;
+        let (parts, calls) = split(
+            call.ids.len(),
+            first.outcome,
+            call.deadline,
+            &self.metrics,
+            &mut upstream_request_ids,
+            |range| {
+                let part = BatchCall {
+                    ids: &call.ids[range],
+                    ..*call
+                };
+                async move { self.run_batch(&part).await }
+            },
+        )
+        .await;
+        tracing::info!(
+            ids = call.ids.len(),
+            split_calls = calls,
+            parts = parts.len(),
+            "CPH refused a whole batch; split it to answer each phone"
+        );
         BatchResult {
-            outcome,
+            outcome: BatchOutcome::Split(parts),
             upstream_request_ids,
         }
     }
 
-    /// One batch, retried where safe; CPH's request ids of its answers go
-    /// to `upstream_ids`.
-    async fn batch_outcome(
-        &self,
-        call: &BatchCall<'_>,
-        upstream_ids: &mut Vec<String>,
-    ) -> BatchOutcome {
+    /// One batch (or part of one), with its retries.
+    async fn run_batch(&self, call: &BatchCall<'_>) -> Ran {
         let deadline = call.deadline;
         let mut retries = 0;
-        self.budget.earn();
         loop {
             let attempt = self
                 .upstream
                 .credentials
-                .call(call.project, deadline, |token| async move {
-                    self.attempt(call, &token, retries + 1).await
+                .call(call.project, deadline, |auth| async move {
+                    self.attempt(call, &auth, retries + 1).await
                 })
                 .await;
             let outcome = match attempt {
                 Err(AuthError::Deadline) | Ok(Attempt::NotSent) => {
-                    return BatchOutcome::failed(Code::UpstreamTimeout, NOT_SENT);
+                    return BatchOutcome::failed(Code::UpstreamTimeout, NOT_SENT).into();
                 }
                 Err(AuthError::Iam(e)) => {
-                    return BatchOutcome::failed(Code::IamUnavailable, e.to_string());
+                    return BatchOutcome::failed(Code::IamUnavailable, e.to_string()).into();
                 }
                 Ok(Attempt::TimedOut) => {
                     return BatchOutcome::failed(
                         Code::UpstreamTimeout,
                         "the request's deadline passed while waiting for CPH; the outcome of this stop is unknown: check with the job query or retry",
-                    );
+                    )
+                    .into();
                 }
                 Ok(Attempt::Done(outcome)) => outcome,
             };
@@ -246,8 +284,11 @@ impl Fanout {
             // (with the server's Retry-After, if it sent one).
             let (failure, retry_after) = match outcome {
                 CallOutcome::Jobs { jobs, request_id } => {
-                    upstream_ids.extend(request_id);
-                    return BatchOutcome::Jobs(answers(jobs));
+                    return Ran {
+                        outcome: BatchOutcome::Jobs(answers(jobs)),
+                        splittable: false,
+                        upstream_request_ids: request_id.into_iter().collect(),
+                    };
                 }
                 CallOutcome::Rejected {
                     status,
@@ -256,9 +297,14 @@ impl Fanout {
                     retry_after,
                 } => {
                     let retryable = is_retryable(status, error_code.as_deref());
+                    let splittable = may_cure(status, error_code.as_deref());
                     let failure = rejected(status, error_code, error_msg);
                     if !retryable {
-                        return failure;
+                        return Ran {
+                            outcome: failure,
+                            splittable,
+                            upstream_request_ids: Vec::new(),
+                        };
                     }
                     (failure, retry_after)
                 }
@@ -281,7 +327,8 @@ impl Fanout {
                             "CPH did not answer within {} ms; the outcome of this stop is unknown: check with the job query or retry",
                             self.upstream.cfg.timeout.as_millis()
                         ),
-                    );
+                    )
+                    .into();
                 }
                 CallOutcome::Broken(reason) => {
                     return BatchOutcome::failed(
@@ -289,7 +336,8 @@ impl Fanout {
                         format!(
                             "CPH call failed after the request was sent ({reason}); the outcome of this stop is unknown"
                         ),
-                    );
+                    )
+                    .into();
                 }
             };
             // A retry: within max_retries, the budget, and the deadline.
@@ -299,7 +347,7 @@ impl Fanout {
                 || Instant::now() + delay >= deadline
                 || !self.budget.try_spend()
             {
-                return failure;
+                return failure.into();
             }
             tracing::debug!(
                 retry = retries + 1,

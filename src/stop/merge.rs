@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::plan::Plan;
-use crate::domain::{Code, JobId};
+use crate::domain::{Code, JobId, PhoneId};
 
 /// What became of one phone (the `outcome` label of `cphgw_phones_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +74,9 @@ pub enum BatchOutcome {
         /// What this failure means for each phone of the batch.
         outcome: Outcome,
     },
+    /// CPH refused the whole batch and it was split (see `stop::split`):
+    /// the outcomes of its parts, in id order, each with its number of ids.
+    Split(Vec<(usize, BatchOutcome)>),
 }
 
 impl BatchOutcome {
@@ -107,6 +110,16 @@ impl BatchOutcome {
         match self {
             BatchOutcome::Jobs(_) => true,
             BatchOutcome::Failed { definite, .. } => *definite,
+            BatchOutcome::Split(parts) => parts.iter().any(|(_, o)| o.is_definite()),
+        }
+    }
+
+    /// The gateway codes of the failures in this outcome.
+    fn failure_kinds(&self, out: &mut Vec<Code>) {
+        match self {
+            BatchOutcome::Jobs(_) => {}
+            BatchOutcome::Failed { kind, .. } => out.push(*kind),
+            BatchOutcome::Split(parts) => parts.iter().for_each(|(_, o)| o.failure_kinds(out)),
         }
     }
 }
@@ -150,17 +163,45 @@ impl Merged<'_> {
 
 /// The entries of one batch: one per id of `batch`, in order.
 pub fn merge_batch<'a>(
-    batch: &'a [crate::domain::PhoneId],
+    batch: &'a [PhoneId],
     outcome: &'a BatchOutcome,
     out: &mut Vec<JobEntry<'a>>,
 ) {
+    push_entries(out, batch, outcome);
+}
+
+/// Merges batch outcomes (one per batch of `plan`, in batch order).
+pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
+    debug_assert_eq!(outcomes.len(), plan.batch_count());
+    let mut jobs = Vec::with_capacity(plan.ids().len());
+    for (batch, outcome) in plan.batches().zip(outcomes) {
+        push_entries(&mut jobs, batch, outcome);
+    }
+    // Batches the outcomes do not cover (cannot happen when callers pass one
+    // outcome per batch) still get an entry per id.
+    let covered = jobs.len();
+    jobs.extend(plan.ids()[covered..].iter().map(|id| JobEntry {
+        phone_id: id,
+        job_id: None,
+        error_code: Some(Code::Internal.as_str()),
+        error_msg: Some("no outcome for this batch"),
+        outcome: Outcome::Failed,
+    }));
+    Merged {
+        jobs,
+        failure: overall_failure(outcomes),
+    }
+}
+
+/// The entries of the phones of one batch (or part of one), from its outcome.
+fn push_entries<'a>(jobs: &mut Vec<JobEntry<'a>>, batch: &'a [PhoneId], outcome: &'a BatchOutcome) {
     match outcome {
         BatchOutcome::Jobs(answers) => {
             let by_id: HashMap<&str, &PhoneResult> = answers
                 .iter()
                 .map(|a| (a.phone_id.as_str(), &a.result))
                 .collect();
-            out.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
+            jobs.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
                 Some(PhoneResult::Job(job)) => JobEntry {
                     phone_id: id,
                     job_id: Some(job.as_str()),
@@ -189,36 +230,30 @@ pub fn merge_batch<'a>(
             error_msg,
             outcome,
             ..
-        } => out.extend(batch.iter().map(|id| JobEntry {
+        } => jobs.extend(batch.iter().map(|id| JobEntry {
             phone_id: id,
             job_id: None,
             error_code: Some(error_code),
             error_msg: Some(error_msg),
             outcome: *outcome,
         })),
-    }
-}
-
-/// Merges batch outcomes (one per batch of `plan`, in batch order).
-pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
-    debug_assert_eq!(outcomes.len(), plan.batch_count());
-    let mut jobs = Vec::with_capacity(plan.ids().len());
-    for (batch, outcome) in plan.batches().zip(outcomes) {
-        merge_batch(batch, outcome, &mut jobs);
-    }
-    // Batches the outcomes do not cover (cannot happen when callers pass one
-    // outcome per batch) still get an entry per id.
-    let covered = jobs.len();
-    jobs.extend(plan.ids()[covered..].iter().map(|id| JobEntry {
-        phone_id: id,
-        job_id: None,
-        error_code: Some(Code::Internal.as_str()),
-        error_msg: Some("no outcome for this batch"),
-        outcome: Outcome::Failed,
-    }));
-    Merged {
-        jobs,
-        failure: overall_failure(outcomes),
+        BatchOutcome::Split(parts) => {
+            let mut rest = batch;
+            for (len, part) in parts {
+                let (ids, after) = rest.split_at((*len).min(rest.len()));
+                push_entries(jobs, ids, part);
+                rest = after;
+            }
+            // Parts that do not cover the batch (they always do) still
+            // leave no phone without an entry.
+            jobs.extend(rest.iter().map(|id| JobEntry {
+                phone_id: id,
+                job_id: None,
+                error_code: Some(Code::Internal.as_str()),
+                error_msg: Some("no outcome for this phone"),
+                outcome: Outcome::Failed,
+            }));
+        }
     }
 }
 
@@ -228,12 +263,9 @@ fn overall_failure(outcomes: &[BatchOutcome]) -> Option<Code> {
     if outcomes.iter().any(BatchOutcome::is_definite) {
         return None;
     }
-    let kinds = || {
-        outcomes.iter().filter_map(|o| match o {
-            BatchOutcome::Failed { kind, .. } => Some(*kind),
-            BatchOutcome::Jobs(_) => None,
-        })
-    };
+    let mut all = Vec::new();
+    outcomes.iter().for_each(|o| o.failure_kinds(&mut all));
+    let kinds = || all.iter().copied();
     Some(if kinds().any(|k| k == Code::UpstreamTimeout) {
         Code::UpstreamTimeout
     } else if kinds().all(|k| k == Code::IamUnavailable) {
@@ -304,5 +336,50 @@ mod tests {
             BatchOutcome::rejected("CPS.0003".into(), "x".into(), false, Code::UpstreamFailed),
         ];
         assert_eq!(merge(&p, &outcomes).failure, Some(Code::UpstreamFailed));
+    }
+
+    #[test]
+    fn a_split_batch_answers_each_part_in_plan_order() {
+        let p = plan(&["a", "b", "c", "d", "e"], 5);
+        let poison = || {
+            BatchOutcome::rejected(
+                "CPS.0004".into(),
+                "invalid".into(),
+                true,
+                Code::UpstreamFailed,
+            )
+        };
+        let outcomes = vec![BatchOutcome::Split(vec![
+            (2, BatchOutcome::Jobs(vec![job("b", "j2"), job("a", "j1")])),
+            (1, poison()),
+            (1, BatchOutcome::failed(Code::UpstreamTimeout, "late")),
+        ])];
+        let m = merge(&p, &outcomes);
+        let got: Vec<(&str, Option<&str>, Outcome)> = m
+            .jobs
+            .iter()
+            .map(|e| (e.phone_id, e.job_id.or(e.error_code), e.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Some("j1"), Outcome::Stopped),
+                ("b", Some("j2"), Outcome::Stopped),
+                ("c", Some("CPS.0004"), Outcome::Rejected),
+                ("d", Some("CPHGW.0302"), Outcome::Unknown),
+                ("e", Some("CPHGW.0500"), Outcome::Failed),
+            ]
+        );
+        assert_eq!(m.failure, None);
+
+        let p = plan(&["a", "b"], 2);
+        let nothing_definite = vec![BatchOutcome::Split(vec![
+            (1, BatchOutcome::failed(Code::UpstreamTimeout, "late")),
+            (1, BatchOutcome::failed(Code::UpstreamFailed, "down")),
+        ])];
+        assert_eq!(
+            merge(&p, &nothing_definite).failure,
+            Some(Code::UpstreamTimeout)
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod merge;
 pub mod plan;
 pub mod record;
+pub mod split;
 pub mod wait;
 
 use std::sync::Arc;
@@ -79,7 +80,7 @@ impl Stops {
         request_timeout: Duration,
     ) -> Self {
         Self {
-            fanout: Fanout::new(upstream.clone()),
+            fanout: Fanout::new(upstream.clone(), metrics.clone()),
             store,
             tracker: Tracker::new(upstream),
             metrics,

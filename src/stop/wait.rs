@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::domain::ProjectId;
 use crate::tenants::Project;
 use crate::upstream::Upstream;
-use crate::upstream::cph::ListedJob;
+use crate::upstream::cph::{ListedJob, parse_job_list};
 
 /// Request ids one job-list call may name.
 pub const IDS_PER_CALL: usize = 20;
@@ -139,17 +139,19 @@ impl Tracker {
         for page in 0..2_000 {
             let deadline = Instant::now() + self.upstream.cfg.timeout;
             let _permit = slot.acquire().await;
+            let offset = u32::try_from(page * PAGE).unwrap_or(u32::MAX);
             let answer = self
                 .upstream
                 .credentials
-                .call(project, deadline, |token| async move {
+                .call(project, deadline, |auth| async move {
                     self.upstream
                         .cph
-                        .list_jobs(project, &token, request_id, chunk, page * PAGE, PAGE)
+                        .list_jobs(project, &auth, request_id, chunk, offset, PAGE as u32)
                         .await
                 })
                 .await
                 .map_err(|e| e.to_string())?
+                .and_then(|(status, body)| parse_job_list(status, &body))
                 .map_err(|o| format!("CPH job list failed: {}", o.label()))?;
             let n = answer.len();
             jobs.extend(answer);

@@ -114,6 +114,18 @@ pub struct Retention {
     pub records: std::time::Duration,
 }
 
+impl Retention {
+    /// `store.audit_retention_days`, `idempotency.retention_s`,
+    /// `tracking.retention_s`.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            audit: config.store.audit_retention,
+            keys: config.idempotency.retention,
+            records: config.tracking.retention,
+        }
+    }
+}
+
 /// A request that carries an `Idempotency-Key`, claiming it.
 #[derive(Debug, Clone)]
 pub struct KeyClaim {

@@ -71,6 +71,7 @@ pub struct Metrics {
     phones: Family<Outcome, Counter>,
     iam_fetches: Family<ResultLabel, Counter>,
     jwt_rejections: Family<Reason, Counter>,
+    upstream_retries: Family<Reason, Counter>,
     in_flight: Gauge,
     store_up: Gauge,
     idempotent_replays: Counter,
@@ -97,6 +98,7 @@ impl Metrics {
         let phones = Family::default();
         let iam_fetches = Family::default();
         let jwt_rejections = Family::default();
+        let upstream_retries = Family::default();
         let in_flight = Gauge::default();
         let store_up = Gauge::default();
         let idempotent_replays = Counter::default();
@@ -119,6 +121,11 @@ impl Metrics {
             "cphgw_upstream_requests",
             "Upstream (CPH) calls by status or failure kind",
             upstream_requests.clone(),
+        );
+        registry.register(
+            "cphgw_upstream_retries",
+            "Extra upstream (CPH) calls by reason (split: a whole batch refused, sent again in halves)",
+            upstream_retries.clone(),
         );
         registry.register(
             "cphgw_upstream_duration_seconds",
@@ -184,6 +191,7 @@ impl Metrics {
             phones,
             iam_fetches,
             jwt_rejections,
+            upstream_retries,
             in_flight,
             store_up,
             idempotent_replays,
@@ -215,6 +223,13 @@ impl Metrics {
     pub fn iam_fetch(&self, result: &'static str) {
         self.iam_fetches
             .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts an extra upstream call made for `reason`.
+    pub fn upstream_retry(&self, reason: &'static str) {
+        self.upstream_retries
+            .get_or_create(&Reason { reason })
             .inc();
     }
 

@@ -77,6 +77,12 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty()
     }
+    /// Every tenant's projects, tenants in name order.
+    pub fn projects(&self) -> Vec<&Arc<Project>> {
+        let mut tenants: Vec<&Arc<Tenant>> = self.tenants.values().collect();
+        tenants.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        tenants.iter().flat_map(|t| t.projects.iter()).collect()
+    }
 
     /// Validates a whole file against the configured credentials. The error
     /// names the field (`tenants.acme.projects[1].region: ...`).

@@ -1,17 +1,16 @@
-//! The CPH HTTP client: one pooled `reqwest::Client`, `batch_stop` and
-//! `show_job`, and the mapping of upstream answers to outcomes the fan-out can
+//! The CPH HTTP client: one pooled `reqwest::Client`, one request builder
+//! (which applies each call's [`Authorization`]), `batch_stop`, `show_job`
+//! and `list_jobs`, and the mapping of upstream answers to outcomes the fan-out can
 //! reason about (what is definite, what may be retried).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::credentials::Answer;
+use super::credentials::{Answer, Authorization};
 use super::http::{describe, retry_after, status_label};
-use super::iam::IamToken;
 use crate::domain::{PhoneId, ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -53,6 +52,22 @@ pub struct ListedJob {
 struct JobListAnswer {
     #[serde(default)]
     jobs: Vec<ListedJob>,
+}
+
+/// A job-list answer as jobs, or what went wrong.
+pub fn parse_job_list(status: StatusCode, body: &[u8]) -> Result<Vec<ListedJob>, CallOutcome> {
+    if !status.is_success() {
+        let err: ErrorAnswer = serde_json::from_slice(body).unwrap_or_default();
+        return Err(CallOutcome::Rejected {
+            status,
+            error_code: err.error_code,
+            error_msg: err.error_msg,
+            retry_after: None,
+        });
+    }
+    serde_json::from_slice::<JobListAnswer>(body)
+        .map(|a| a.jobs)
+        .map_err(|e| CallOutcome::Broken(format!("unreadable job list: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,12 +116,6 @@ impl Answer for Result<(StatusCode, Bytes), CallOutcome> {
     }
 }
 
-impl Answer for Result<Vec<ListedJob>, CallOutcome> {
-    fn is_unauthorized(&self) -> bool {
-        self.as_ref().is_err_and(CallOutcome::is_unauthorized)
-    }
-}
-
 impl CallOutcome {
     /// A label for metrics and logs: the status, or the failure kind.
     pub fn label(&self) -> &'static str {
@@ -119,6 +128,9 @@ impl CallOutcome {
         }
     }
 }
+
+/// The content type of every CPH call with a body.
+const JSON: &str = "application/json";
 
 #[derive(Serialize)]
 struct StopBody<'a> {
@@ -172,26 +184,41 @@ impl CphClient {
         format!("{}/v1/{}", project.region.fill(&self.endpoint), project.id)
     }
 
-    /// A call to CPH with the project's credential and the request's id.
+    /// The one builder of calls to CPH: the project's credential (an IAM
+    /// token, or an AK/SK signature over the method, host, path, query,
+    /// content type, project id, security token and body), the request's
+    /// id, and the JSON body if there is one. A signed call is sent with the
+    /// canonical query it was signed with.
     fn request(
         &self,
         method: reqwest::Method,
-        url: impl reqwest::IntoUrl,
-        token: &IamToken,
+        mut url: reqwest::Url,
+        project: &Project,
+        auth: &Authorization,
         request_id: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
+        json_body: Option<Vec<u8>>,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let content = json_body.as_deref().map(|body| (JSON, body));
+        let headers = auth.headers(&method, &mut url, project.id.as_str(), content)?;
+        let mut builder = self
+            .http
             .request(method, url)
             .timeout(self.timeout)
-            .header("x-auth-token", token.value.expose_secret())
-            .header("x-request-id", request_id)
+            .headers(headers)
+            .header("x-request-id", request_id);
+        if let Some(body) = json_body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, JSON)
+                .body(body);
+        }
+        Ok(builder)
     }
 
     /// `POST /v1/{project_id}/cloud-phone/phones/batch-stop` for one batch.
     pub async fn batch_stop(
         &self,
         project: &Project,
-        token: &IamToken,
+        auth: &Authorization,
         request_id: &str,
         ids: &[PhoneId],
     ) -> CallOutcome {
@@ -199,17 +226,22 @@ impl CphClient {
             Ok(b) => b,
             Err(e) => return CallOutcome::NotSent(e.to_string()),
         };
-        let url = match self.stop_url(project) {
-            Ok(u) => u,
+        let request = self.stop_url(project).and_then(|url| {
+            self.request(
+                reqwest::Method::POST,
+                url,
+                project,
+                auth,
+                request_id,
+                Some(body),
+            )
+        });
+        let request = match request {
+            Ok(r) => r,
             Err(e) => return CallOutcome::NotSent(e),
         };
         let started = Instant::now();
-        let sent = self
-            .request(reqwest::Method::POST, url, token, request_id)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
+        let sent = request.send().await;
         let outcome = match sent {
             Err(e) => transport_outcome(&e),
             Ok(resp) => {
@@ -281,15 +313,49 @@ impl CphClient {
     pub async fn show_job(
         &self,
         project: &Project,
-        token: &IamToken,
+        auth: &Authorization,
         request_id: &str,
         job_id: &str,
     ) -> Result<(StatusCode, Bytes), CallOutcome> {
         let url = format!("{}/cloud-phone/jobs/{job_id}", self.base(project));
+        self.get(project, auth, request_id, &url).await
+    }
+
+    /// `GET /v1/{project_id}/cloud-phone/jobs?request_ids=..&offset=O&limit=L`
+    /// (CPH's job list, at most 20 request ids): status and body as CPH
+    /// answered, or a transport outcome.
+    pub async fn list_jobs(
+        &self,
+        project: &Project,
+        auth: &Authorization,
+        request_id: &str,
+        request_ids: &[&str],
+        offset: u32,
+        limit: u32,
+    ) -> Result<(StatusCode, Bytes), CallOutcome> {
+        let url = format!(
+            "{}/cloud-phone/jobs?request_ids={}&offset={offset}&limit={limit}",
+            self.base(project),
+            request_ids.join(",")
+        );
+        self.get(project, auth, request_id, &url).await
+    }
+
+    /// A GET of `url`, counted in the upstream metrics.
+    async fn get(
+        &self,
+        project: &Project,
+        auth: &Authorization,
+        request_id: &str,
+        url: &str,
+    ) -> Result<(StatusCode, Bytes), CallOutcome> {
         let started = Instant::now();
         let result: Result<(StatusCode, Bytes), CallOutcome> = async {
+            let url = reqwest::Url::parse(url)
+                .map_err(|e| CallOutcome::NotSent(format!("bad CPH URL: {e}")))?;
             let resp = self
-                .request(reqwest::Method::GET, url, token, request_id)
+                .request(reqwest::Method::GET, url, project, auth, request_id, None)
+                .map_err(CallOutcome::NotSent)?
                 .send()
                 .await
                 .map_err(|e| transport_outcome(&e))?;
@@ -301,54 +367,6 @@ impl CphClient {
         let label = match &result {
             Ok((s, _)) if s.is_success() => "200",
             Ok((s, _)) => status_label(*s),
-            Err(o) => o.label(),
-        };
-        self.metrics.upstream(label, started.elapsed());
-        result
-    }
-
-    /// `GET /v1/{project_id}/cloud-phone/jobs?request_ids=..&offset=..&limit=..`:
-    /// one page of the jobs created by up to 20 batch-stop calls.
-    pub async fn list_jobs(
-        &self,
-        project: &Project,
-        token: &IamToken,
-        request_id: &str,
-        request_ids: &[&str],
-        offset: usize,
-        limit: usize,
-    ) -> Result<Vec<ListedJob>, CallOutcome> {
-        let url = format!(
-            "{}/cloud-phone/jobs?request_ids={}&offset={offset}&limit={limit}",
-            self.base(project),
-            request_ids.join(",")
-        );
-        let started = Instant::now();
-        let result: Result<Vec<ListedJob>, CallOutcome> = async {
-            let resp = self
-                .request(reqwest::Method::GET, url, token, request_id)
-                .send()
-                .await
-                .map_err(|e| transport_outcome(&e))?;
-            let status = resp.status();
-            let headers_retry_after = retry_after(resp.headers());
-            let body = resp.bytes().await.map_err(|e| transport_outcome(&e))?;
-            if !status.is_success() {
-                let err: ErrorAnswer = serde_json::from_slice(&body).unwrap_or_default();
-                return Err(CallOutcome::Rejected {
-                    status,
-                    error_code: err.error_code,
-                    error_msg: err.error_msg,
-                    retry_after: headers_retry_after,
-                });
-            }
-            serde_json::from_slice::<JobListAnswer>(&body)
-                .map(|a| a.jobs)
-                .map_err(|e| CallOutcome::Broken(format!("unreadable job list: {e}")))
-        }
-        .await;
-        let label = match &result {
-            Ok(_) => "200",
             Err(o) => o.label(),
         };
         self.metrics.upstream(label, started.elapsed());

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::config::UpstreamConfig;
+use crate::config::{ProxyChoice, UpstreamConfig};
 
 /// The pooled client for IAM, CPH and JWKS: keep-alive, many idle
-/// connections per host, Nagle off, bounded connect time, no redirects.
+/// connections per host, Nagle off, bounded connect time, no redirects;
+/// the built-in root certificates plus `upstream.ca_file`; the proxy as
+/// configured (`upstream.proxy`, else `HTTPS_PROXY`/`HTTP_PROXY`, with
+/// `NO_PROXY` either way), never one found implicitly.
 pub fn client(cfg: &UpstreamConfig) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("cph-gateway/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(cfg.timeout.min(Duration::from_secs(3)))
         .pool_max_idle_per_host(256)
@@ -19,11 +22,42 @@ pub fn client(cfg: &UpstreamConfig) -> Result<reqwest::Client, reqwest::Error> {
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
-        .build()
+        // Only the proxies chosen below.
+        .no_proxy();
+    for der in &cfg.ca_certs {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
+    }
+    let bypass = || {
+        cfg.no_proxy
+            .as_deref()
+            .and_then(reqwest::NoProxy::from_string)
+    };
+    match &cfg.proxy {
+        ProxyChoice::Configured(url) => {
+            tracing::info!(proxy = %url, no_proxy = cfg.no_proxy.as_deref(), "upstream calls go through upstream.proxy");
+            builder = builder.proxy(reqwest::Proxy::all(&url.0)?.no_proxy(bypass()));
+        }
+        ProxyChoice::Environment { https, http } => {
+            if let Some(url) = https {
+                tracing::info!(proxy = %url, no_proxy = cfg.no_proxy.as_deref(), "https upstream calls go through HTTPS_PROXY");
+                builder = builder.proxy(reqwest::Proxy::https(&url.0)?.no_proxy(bypass()));
+            }
+            if let Some(url) = http {
+                tracing::info!(proxy = %url, no_proxy = cfg.no_proxy.as_deref(), "http upstream calls go through HTTP_PROXY");
+                builder = builder.proxy(reqwest::Proxy::http(&url.0)?.no_proxy(bypass()));
+            }
+        }
+    }
+    builder.build()
 }
 
-/// Describes a transport error without the URL's query or any header.
+/// Describes a transport error without the URL's query or any header. A
+/// TLS failure says so first (an untrusted certificate is a configuration
+/// problem that no retry cures).
 pub fn describe(e: &reqwest::Error) -> String {
+    if let Some(tls) = tls_problem(e) {
+        return tls;
+    }
     let mut msg = if e.is_connect() {
         "connection failed".to_owned()
     } else if e.is_timeout() {
@@ -40,6 +74,34 @@ pub fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// A TLS failure among `e`'s sources (rustls reports it inside an I/O
+/// error), described for an operator.
+fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        // An I/O error may wrap another; `source()` skips what it wraps.
+        let mut inner: &(dyn std::error::Error + 'static) = s;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        let found = inner.downcast_ref::<rustls::Error>();
+        match found {
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                return Some(format!(
+                    "TLS certificate problem: {} (the upstream's certificate is not trusted for its name: is its CA in upstream.ca_file?)",
+                    found?
+                ));
+            }
+            Some(other) => return Some(format!("TLS handshake failed: {other}")),
+            None => source = s.source(),
+        }
+    }
+    None
 }
 
 /// The `status` label of an upstream answer.

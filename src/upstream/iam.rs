@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::http::describe;
 use super::retry::Backoff;
-use crate::config::IamConfig;
+use crate::config::{Credential, IamConfig};
 use crate::domain::{ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -257,6 +257,12 @@ impl IamProvider {
             .credentials
             .get(&*project.credential)
             .ok_or_else(|| fail(format!("no credential named {:?}", project.credential)))?;
+        let Credential::Password(cred) = &**cred else {
+            return Err(fail(format!(
+                "credential {:?} is an AK/SK credential: its calls are signed, not made with IAM tokens",
+                project.credential
+            )));
+        };
         let url = format!("{}/v3/auth/tokens", project.region.fill(&self.cfg.endpoint));
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {

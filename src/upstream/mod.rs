@@ -5,6 +5,7 @@ pub mod cph;
 pub mod credentials;
 pub mod http;
 pub mod iam;
+pub mod probe;
 pub mod retry;
 pub mod sign;
 
@@ -69,6 +70,7 @@ impl Upstream {
         iam: IamConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let configured = iam.credentials.clone();
         let iam = Arc::new(IamProvider::new(
             iam,
             http.clone(),
@@ -78,7 +80,7 @@ impl Upstream {
         let cph = CphClient::new(http, cfg.cph_endpoint.clone(), cfg.timeout, metrics.clone());
         Self {
             cph,
-            credentials: Credentials::new(iam),
+            credentials: Credentials::new(iam, configured),
             cfg,
             slots: Mutex::default(),
             metrics,
@@ -108,9 +110,9 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<Result<(StatusCode, Bytes), CallOutcome>, AuthError> {
         self.credentials
-            .call(project, deadline, |token| async move {
+            .call(project, deadline, |auth| async move {
                 self.cph
-                    .show_job(project, &token, request_id, job_id.as_str())
+                    .show_job(project, &auth, request_id, job_id.as_str())
                     .await
             })
             .await

@@ -8,13 +8,18 @@
 mod helpers;
 
 mod admin;
+mod aksk;
 mod auth;
+mod check_online;
 mod faults;
 mod hostile;
+mod listener_tls;
 mod ops;
 mod plan_props;
+mod poison;
 mod security;
 mod shutdown;
 mod smoke;
 mod stop;
 mod store;
+mod upstream_tls;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::db::TestDb;
 use crate::helpers::process::GatewayProcess;
-use crate::helpers::proxy::TcpProxy;
+use crate::helpers::tcp_proxy::TcpProxy;
 use crate::helpers::*;
 
 const STORE_VAR: &str = "CPHGW_STORE_URL";

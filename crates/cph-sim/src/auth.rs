@@ -73,10 +73,9 @@ fn verify_signature(
 ) -> Result<(), Denied> {
     let auth = sign::parse_authorization(authorization)
         .ok_or(Denied::Signature("malformed Authorization header"))?;
-    let cred = sim
-        .cfg
-        .aksk
+    let cred = crate::util::lock(&sim.cfg.aksk)
         .get(auth.access)
+        .cloned()
         .ok_or(Denied::Signature("unknown access key"))?;
     let signed = &auth.signed_headers;
     let well_formed = signed.windows(2).all(|w| w[0] < w[1])

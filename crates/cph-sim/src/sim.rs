@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tower::util::MapResponseLayer;
 
 use crate::faults::Faults;
-use crate::options::SimOptions;
+use crate::options::{AkSkCredential, SimOptions};
 use crate::state::Shared;
 use crate::stats::SimStats;
 use crate::store::PhoneState;
@@ -99,6 +99,12 @@ impl Sim {
     /// Invalidates every token issued so far (they then get 401 `APIG.0301`).
     pub fn revoke_tokens(&self) {
         self.shared.tokens.revoke_all();
+    }
+
+    /// Replaces the AK/SK credentials the CPH routes accept (a key
+    /// rotation: calls signed with a key no longer listed get 401 `APIGW.0301`).
+    pub fn set_aksk(&self, credentials: Vec<AkSkCredential>) {
+        *crate::util::lock(&self.shared.cfg.aksk) = crate::state::by_access_key(&credentials);
     }
 
     /// A snapshot of the counters.

@@ -36,8 +36,9 @@ pub(crate) struct Config {
     pub iam_user: String,
     pub iam_password: String,
     pub token_ttl: Duration,
-    /// AK/SK credentials by access key.
-    pub aksk: HashMap<String, AkSkCredential>,
+    /// AK/SK credentials by access key (replaceable at run time, see
+    /// `Sim::set_aksk`).
+    pub aksk: Mutex<HashMap<String, AkSkCredential>>,
     pub phones_per_project: u32,
     pub max_batch_size: usize,
 }
@@ -51,11 +52,7 @@ impl Shared {
                 iam_user: opts.iam_user.clone(),
                 iam_password: opts.iam_password.clone(),
                 token_ttl: opts.token_ttl.min(MAX_DURATION),
-                aksk: opts
-                    .aksk
-                    .iter()
-                    .map(|c| (c.ak.clone(), c.clone()))
-                    .collect(),
+                aksk: Mutex::new(by_access_key(&opts.aksk)),
                 phones_per_project: opts.phones_per_project,
                 max_batch_size: opts.max_batch_size,
             },
@@ -88,6 +85,11 @@ impl Shared {
         }
         Flight { sim: self, project }
     }
+}
+
+/// AK/SK credentials by access key.
+pub(crate) fn by_access_key(creds: &[AkSkCredential]) -> HashMap<String, AkSkCredential> {
+    creds.iter().map(|c| (c.ak.clone(), c.clone())).collect()
 }
 
 /// Guard of one batch-stop call in flight.

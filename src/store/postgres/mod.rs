@@ -24,10 +24,8 @@ use super::{
 };
 use crate::config::Secret;
 use crate::tenants::{TenantSpec, TenantsFile};
+pub use tenants::CHANNEL;
 use tenants::{bump_revision, insert_event, lock_revision, read_all, write_one, write_tenant};
-
-/// The notification channel of tenant changes.
-pub const CHANNEL: &str = "cphgw_tenants";
 
 /// Sent on the notification watch after a reconnect of the listener: what
 /// was notified meanwhile is lost, so everything is re-read.

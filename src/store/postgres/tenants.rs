@@ -3,9 +3,11 @@
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::CHANNEL;
 use crate::store::{AuditAction, Precondition, StoreError, Written};
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
+
+/// The notification channel of tenant changes.
+pub const CHANNEL: &str = "cphgw_tenants";
 
 /// Locks the mapping for a write and returns its revision.
 pub(super) async fn lock_revision(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {

@@ -5,6 +5,8 @@
 pub mod db;
 pub mod process;
 pub mod proxy;
+pub mod tcp_proxy;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -285,6 +287,12 @@ impl TestOptions {
 
     pub fn sim(mut self, f: impl FnOnce(&mut SimOptions)) -> Self {
         f(&mut self.sim);
+        self
+    }
+
+    /// The tenants file's text (default: [`default_tenants`]).
+    pub fn tenants(mut self, text: &str) -> Self {
+        self.tenants = text.to_owned();
         self
     }
 

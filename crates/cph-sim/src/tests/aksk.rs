@@ -224,3 +224,26 @@ async fn bad_signatures_are_refused() {
         (401, Some("APIGW.0301"))
     );
 }
+
+#[tokio::test]
+async fn accepted_keys_can_be_replaced_while_running() {
+    let sim = sim_with_temporary().await;
+    let c = client();
+    let path = stop_path(PROJECT);
+    let body = stop_body(4);
+    let signed = |keys| sign(&sim, "POST", &path, sign_base(PROJECT), &body, keys, true);
+    let (status, res) = send(&c, &sim, "POST", &path, signed(DEFAULT), &body).await;
+    assert_eq!(status, 200, "{res}");
+
+    let rotated = (crate::DEFAULT_AK, "rotated-secret-key");
+    sim.set_aksk(vec![AkSkCredential::new(rotated.0, rotated.1)]);
+    sim.start_phones();
+    refused(&c, &sim, "old secret key", &path, signed(DEFAULT), &body).await;
+    let (status, res) = send(&c, &sim, "POST", &path, signed(rotated), &body).await;
+    assert_eq!(status, 200, "{res}");
+    // The temporary credential was not in the new list.
+    let mut h = sign_base(PROJECT);
+    h.insert("x-security-token", TMP_TOKEN.parse().unwrap());
+    let h = sign(&sim, "POST", &path, h, &body, TMP, true);
+    refused(&c, &sim, "dropped temporary key", &path, h, &body).await;
+}

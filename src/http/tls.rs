@@ -1,0 +1,195 @@
+//! TLS on the caller listener: a rustls configuration built from
+//! `server.tls_cert_file`/`tls_key_file` (and `client_ca_file` for mTLS),
+//! rebuilt when one of the files changes (checked every second, off the
+//! async threads). Each new connection is handshaken with the configuration
+//! of the moment; connections already open keep theirs. A file that cannot
+//! be used (half-written, a key that does not go with the certificate) is
+//! reported and the last good configuration stays.
+//!
+//! [`ReloadingTls::accept`] wraps one accepted TCP connection;
+//! [`TlsListener`] runs the handshakes beside the accept loop, so that a slow
+//! client never holds up the others, and hands finished ones to the server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{ConfigError, ServerTls};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further connections wait in the backlog.
+const MAX_HANDSHAKES: usize = 256;
+/// How often the files are checked for a change.
+const POLL: Duration = Duration::from_secs(1);
+
+/// What a file looked like when it was last read.
+type Stamp = Option<(Option<SystemTime>, u64)>;
+
+/// The caller listener's TLS configuration, following its files.
+pub struct ReloadingTls {
+    files: ServerTls,
+    config: ArcSwap<rustls::ServerConfig>,
+    stamps: Mutex<Vec<Stamp>>,
+}
+
+impl ReloadingTls {
+    /// Reads the files now (blocking: at start).
+    pub fn load(files: ServerTls) -> Result<Self, ConfigError> {
+        let stamps = stamps(&files);
+        let config = files.load()?;
+        Ok(Self {
+            files,
+            config: ArcSwap::new(config),
+            stamps: Mutex::new(stamps),
+        })
+    }
+
+    /// Rebuilds the configuration if a file changed: `Ok(true)` when a new
+    /// one is in use; on error the last good one stays (and the change is
+    /// tried again next time). Blocking: call it off the async threads.
+    pub fn refresh(&self) -> Result<bool, String> {
+        let now = stamps(&self.files);
+        let mut seen = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return Ok(false);
+        }
+        let config = self.files.load().map_err(|e| e.to_string())?;
+        self.config.store(config);
+        *seen = now;
+        Ok(true)
+    }
+
+    /// The TLS handshake on an accepted connection, within
+    /// [`HANDSHAKE_TIMEOUT`], with the configuration of the moment.
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        let acceptor = TlsAcceptor::from(self.config.load_full());
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    }
+}
+
+fn stamps(files: &ServerTls) -> Vec<Stamp> {
+    files
+        .files()
+        .into_iter()
+        .map(|path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        })
+        .collect()
+}
+
+/// Rebuilds the configuration when its files change, until aborted.
+pub async fn watch(tls: Arc<ReloadingTls>) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error: Option<String> = None;
+    loop {
+        tick.tick().await;
+        let tls = tls.clone();
+        let files: Vec<PathBuf> = tls.files.files().iter().map(|p| p.to_path_buf()).collect();
+        match tokio::task::spawn_blocking(move || tls.refresh()).await {
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    ?files,
+                    "TLS certificate files changed; new connections use them"
+                );
+                last_error = None;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                if last_error.as_ref() != Some(&e) {
+                    tracing::warn!(error = %e, "TLS certificate files unusable; the last good ones stay");
+                    last_error = Some(e);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "TLS reload task failed"),
+        }
+    }
+}
+
+/// A listener that hands the server connections whose TLS handshake is done.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accepts on `tcp` in a task of its own, which ends (closing the port)
+    /// when this listener is dropped.
+    pub fn new(tcp: TcpListener, tls: Arc<ReloadingTls>) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
+        tokio::spawn(accept_loop(tcp, tls, tx));
+        Ok(Self { ready, local })
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    tls: Arc<ReloadingTls>,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            () = ready.closed() => return,
+            permit = handshakes.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            () = ready.closed() => return,
+            accepted = tcp.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (tls, ready) = (tls.clone(), ready.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls.accept(stream).await {
+                Ok(stream) => {
+                    let _ = ready.send((stream, addr)).await;
+                }
+                // A scan, or a client without a certificate under mTLS, is
+                // not the gateway's fault: debug level.
+                Err(e) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
