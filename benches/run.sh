@@ -377,6 +377,7 @@ set_latency() {
     curl -fsS -o /dev/null -X PUT "$SIM/sim/v1/faults" \
         -H 'Content-Type: application/json' -d "{\"latency_ms\":$1}"
 }
+start_phones() { curl -fsS -o /dev/null -X POST "$SIM/sim/v1/phones/start"; }  # stopped phones run again
 sim_stat() { curl -fsS "$SIM/sim/v1/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 # ---------------------------------------------------------------------------
@@ -598,6 +599,7 @@ set_latency 20
 rss_start s3
 walls=()
 for i in 0 1 2 3; do  # run 0 is the warm-up
+    start_phones
     out=$(curl -sS -o "$T/fan.json" -w '%{http_code} %{time_total}' -X POST "$GW$STOP_PATH" \
         -H "Authorization: Bearer $HS_TOKEN" -H 'Content-Type: application/json' -d @"$T/ids-10000.json")
     read -r code secs <<<"$out"

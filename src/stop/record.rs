@@ -80,12 +80,23 @@ pub fn outcome_of(batch: &RecordBatch) -> Option<BatchOutcome> {
     ))
 }
 
-/// CPH's request ids of the record's batches (what the job list takes).
-pub fn batch_ids(record: &StopRecord) -> Vec<&str> {
+/// CPH's request ids of the record's batches (what the job list takes),
+/// each with the jobs it created (a split batch's jobs go with its first
+/// id: the count only ends paging early).
+pub fn batch_ids(record: &StopRecord) -> Vec<(&str, usize)> {
     record
         .batches
         .iter()
-        .flat_map(|b| b.upstream_request_ids.iter().map(String::as_str))
+        .flat_map(|b| {
+            let jobs = b
+                .entries
+                .as_ref()
+                .map_or(0, |e| e.iter().filter(|e| e.job_id.is_some()).count());
+            b.upstream_request_ids
+                .iter()
+                .enumerate()
+                .map(move |(i, id)| (id.as_str(), if i == 0 { jobs } else { 0 }))
+        })
         .collect()
 }
 
@@ -273,7 +284,7 @@ mod tests {
         r.batches.pop();
         assert!(entries(&r, Some(&states)).2);
         assert!(!entries(&r, None).2, "jobs with no known state are running");
-        assert_eq!(batch_ids(&r), ["u1"]);
+        assert_eq!(batch_ids(&r), [("u1", 2)]);
         assert_eq!(job_ids(&r), ["j1", "j2"]);
     }
 }

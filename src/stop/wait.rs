@@ -98,25 +98,28 @@ impl Tracker {
         }
     }
 
-    /// The state of every job created by the batches `batch_ids` (CPH's
-    /// request ids of the batch-stop answers), by job id.
+    /// The state of every job created by the batch-stop answers
+    /// `batch_ids` (CPH's request ids, each with the number of jobs it
+    /// created, so that paging stops at the last full page), by job id.
     pub async fn states(
         &self,
         project: &Arc<Project>,
         request_id: &str,
-        batch_ids: &[&str],
+        batch_ids: &[(&str, usize)],
     ) -> Result<HashMap<String, JobState>, String> {
         let mut states = HashMap::new();
-        let ids: Vec<&str> = batch_ids
+        let ids: Vec<(&str, usize)> = batch_ids
             .iter()
             .copied()
-            .filter(|id| is_plain(id))
+            .filter(|(id, _)| is_plain(id))
             .collect();
         for chunk in ids.chunks(IDS_PER_CALL) {
-            let key = (project.id.clone(), chunk.join(","));
+            let names: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
+            let expected: usize = chunk.iter().map(|(_, n)| n).sum();
+            let key = (project.id.clone(), names.join(","));
             let jobs = self
                 .cache
-                .try_get_with(key, self.fetch(project, request_id, chunk))
+                .try_get_with(key, self.fetch(project, request_id, &names, expected))
                 .await
                 .map_err(|e| (*e).clone())?;
             for job in jobs.iter() {
@@ -126,12 +129,14 @@ impl Tracker {
         Ok(states)
     }
 
-    /// Every page of the jobs of up to 20 batches.
+    /// Every page of the jobs of up to 20 batches (`expected` jobs in all:
+    /// a page that reaches them is the last).
     async fn fetch(
         &self,
         project: &Arc<Project>,
         request_id: &str,
         chunk: &[&str],
+        expected: usize,
     ) -> Result<Arc<Vec<ListedJob>>, String> {
         let slot = self.upstream.slot(&project.id);
         let mut jobs = Vec::new();
@@ -155,7 +160,7 @@ impl Tracker {
                 .map_err(|o| format!("CPH job list failed: {}", o.label()))?;
             let n = answer.len();
             jobs.extend(answer);
-            if n < PAGE {
+            if n < PAGE || jobs.len() >= expected {
                 break;
             }
         }
@@ -168,7 +173,7 @@ impl Tracker {
         &self,
         project: &Arc<Project>,
         request_id: &str,
-        batch_ids: &[&str],
+        batch_ids: &[(&str, usize)],
         jobs: &[&str],
         until: Instant,
     ) -> Result<HashMap<String, JobState>, String> {

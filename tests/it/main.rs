@@ -10,6 +10,7 @@ mod helpers;
 mod admin;
 mod aksk;
 mod auth;
+mod callers;
 mod check_online;
 mod faults;
 mod hostile;

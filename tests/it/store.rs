@@ -743,3 +743,191 @@ async fn the_schema_refuses_rows_the_gateway_would_refuse_and_migrations_race_sa
         .unwrap();
     assert_eq!(tenants, 0);
 }
+
+/// Puts tenant acme (project A) into the store through `admin_url`.
+async fn map_acme(client: &reqwest::Client, admin_url: &str) {
+    let (status, _, reply) = admin_call(
+        client,
+        admin_url,
+        Method::PUT,
+        "/admin/v1/tenants/acme",
+        Some(&body(&[PROJECT_A])),
+        &[],
+    )
+    .await;
+    assert!(status.is_success(), "{status}: {reply}");
+}
+
+/// A keyed stop on `base`: status, headers, body.
+async fn keyed_stop(
+    client: &reqwest::Client,
+    base: &str,
+    ids: &[String],
+    key: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = client
+        .post(format!("{base}{STOP}"))
+        .bearer_auth(caller_token(TENANT_A))
+        .header("idempotency-key", key)
+        .json(&json!({ "phone_ids": ids }))
+        .send()
+        .await
+        .expect("gateway answers");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_used_on_one_replica_is_replayed_by_another() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = TestApp::spawn_with(on_store(&db.url)).await;
+    let b = TestApp::spawn_with(on_store(&db.url)).await;
+    assert!(ready(&a.client, &a.admin_url).await && ready(&b.client, &b.admin_url).await);
+    map_acme(&a.client, &a.admin_url).await;
+    let mapped = eventually(Duration::from_secs(2), async || {
+        admin_call(
+            &b.client,
+            &b.admin_url,
+            Method::GET,
+            "/admin/v1/tenants/acme",
+            None,
+            &[],
+        )
+        .await
+        .0 == StatusCode::OK
+    })
+    .await;
+    assert!(mapped);
+    let ids = a.phones(PROJECT_A, 0, 120);
+    let (status, h1, first) = keyed_stop(&a.client, &a.url, &ids, "across-replicas").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, h2, again) = keyed_stop(&b.client, &b.url, &ids, "across-replicas").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        h2.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(again, first);
+    assert_eq!(h2.get("x-request-id"), h1.get("x-request-id"));
+    assert_eq!(
+        b.sim.stats().batch_stop_requests,
+        0,
+        "replica B sent nothing"
+    );
+    // The stop's record is readable through either replica.
+    let id = first["request_id"].as_str().unwrap().to_owned();
+    let (status, _, _) = b
+        .get(
+            &format!("/v1/cloud-phone/stops/{id}"),
+            &caller_token(TENANT_A),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_whose_replica_died_is_resumed_without_resending_what_had_an_outcome() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let sim = cph_sim::Sim::start(cph_sim::SimOptions {
+        faults: cph_sim::Faults {
+            latency_ms: 300,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("sim");
+    let env = [
+        ("CPHGW__STORE__URL_ENV", "\"CPHGW_STORE_URL\""),
+        ("CPHGW_STORE_URL", db.url.as_str()),
+        ("CPHGW__UPSTREAM__MAX_BATCH_SIZE", "10"),
+        ("CPHGW__UPSTREAM__MAX_CONCURRENCY_PER_REQUEST", "1"),
+        // The claim's lease is the request deadline plus 5 s.
+        ("CPHGW__LIMITS__REQUEST_TIMEOUT_MS", "4000"),
+    ];
+    let a = GatewayProcess::start_against(&sim, &env).await;
+    let client = reqwest::Client::new();
+    map_acme(&client, &a.admin_url).await;
+    let ids: Vec<String> = (0..100).map(|i| cph_sim::phone_id(PROJECT_A, i)).collect();
+    let claimed_at = Instant::now();
+    let doomed = {
+        let (client, url, ids) = (client.clone(), a.url.clone(), ids.clone());
+        // The connection dies with the replica: no answer is expected.
+        tokio::spawn(async move {
+            client
+                .post(format!("{url}{STOP}"))
+                .bearer_auth(caller_token(TENANT_A))
+                .header("idempotency-key", "survives-a-crash")
+                .json(&json!({ "phone_ids": ids }))
+                .send()
+                .await
+                .is_ok()
+        })
+    };
+    // Ten batches one after another at 300 ms each: kill the replica midway.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    a.signal("KILL");
+    let _ = doomed.await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let sent_before = sim.stats().batch_stop_requests;
+    let mut conn = db.connect().await;
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM cphgw_stop_batches WHERE entries IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        recorded >= 1 && recorded < 10,
+        "batches with an outcome when the replica died: {recorded}"
+    );
+
+    let b = GatewayProcess::start_against(&sim, &env).await;
+    // While the dead replica's lease runs, the key is still in flight.
+    let (status, _, reply) = keyed_stop(&client, &b.url, &ids, "survives-a-crash").await;
+    if claimed_at.elapsed() < Duration::from_secs(8) {
+        assert_gateway_error(status, &reply, StatusCode::CONFLICT, "CPHGW.0007");
+    }
+    let lease_over = claimed_at + Duration::from_millis(9_500);
+    tokio::time::sleep(lease_over.saturating_duration_since(Instant::now())).await;
+    let (status, headers, body) = keyed_stop(&client, &b.url, &ids, "survives-a-crash").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let resumed = headers
+        .get("idempotent-resumed")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        resumed.starts_with(&format!("{recorded} of 10 batches")),
+        "Idempotent-Resumed: {resumed:?}"
+    );
+    let sent_after = sim.stats().batch_stop_requests - sent_before;
+    println!("resumed: {resumed}; batch calls before the crash {sent_before}, after {sent_after}");
+    assert_eq!(
+        sent_after,
+        10 - recorded as u64,
+        "only batches without a recorded outcome were sent again"
+    );
+    let jobs = body["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 100);
+    // Every phone stopped once: a job, or (for a batch that was in flight
+    // when the replica died) CPH's "already stopping".
+    assert!(
+        jobs.iter()
+            .all(|j| j["job_id"].is_string() || j["error_code"] == "CPS.0010"),
+        "{body}"
+    );
+    // And now it is an ordinary replay.
+    let (status, headers, again) = keyed_stop(&client, &b.url, &ids, "survives-a-crash").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(again, body);
+}

@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/sim/v1/tokens/revoke", post(revoke))
         .route("/sim/v1/stats", get(stats))
         .route("/sim/v1/stats/reset", post(reset_stats))
+        .route("/sim/v1/phones/start", post(start_phones))
         .route("/sim/v1/projects/{project_id}/phones", get(list_phones))
         .route(
             "/sim/v1/projects/{project_id}/phones/{phone_id}",
@@ -55,6 +56,12 @@ async fn put_faults(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
         }
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
+}
+
+/// Starts every phone again (as an operator would): each can be stopped anew.
+async fn start_phones(State(sim): State<Arc<Shared>>) -> StatusCode {
+    lock(&sim.store).start_all();
+    StatusCode::NO_CONTENT
 }
 
 async fn revoke(State(sim): State<Arc<Shared>>) -> StatusCode {
