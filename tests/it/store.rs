@@ -881,7 +881,7 @@ async fn a_stop_whose_replica_died_is_resumed_without_resending_what_had_an_outc
             .await
             .unwrap();
     assert!(
-        recorded >= 1 && recorded < 10,
+        (1..10).contains(&recorded),
         "batches with an outcome when the replica died: {recorded}"
     );
 
