@@ -6,7 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorJson;
-use super::routes::{admin, jobs, stop};
+use super::routes::status::{CredentialState, JwksState, Status, StoreState, TenantsState};
+use super::routes::{admin, jobs, status, stop};
 use crate::stop::merge::{JobEntry, StopResponse};
 use crate::stop::plan::StopRequest;
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
@@ -28,8 +29,9 @@ use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
         admin::put,
         admin::delete,
         admin::reload,
+        status::status,
     ),
-    components(schemas(StopRequest, StopResponse, JobEntry, ErrorJson, TenantSpec, ProjectSpec, TenantsFile)),
+    components(schemas(StopRequest, StopResponse, JobEntry, ErrorJson, TenantSpec, ProjectSpec, TenantsFile, Status, TenantsState, StoreState, JwksState, CredentialState)),
     modifiers(&BearerJwt),
     security(("bearer_jwt" = [])),
     tags(

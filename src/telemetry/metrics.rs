@@ -57,6 +57,11 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectLabel {
     project: String,
 }
@@ -75,6 +80,7 @@ pub struct Metrics {
     in_flight: Gauge,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    tenants_revision: Gauge,
 }
 
 impl Default for Metrics {
@@ -98,6 +104,13 @@ impl Metrics {
         let in_flight = Gauge::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let tenants_revision = Gauge::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "cphgw_requests",
@@ -154,6 +167,16 @@ impl Metrics {
             "Age of the cached IAM token per project",
             iam_token_age.clone(),
         );
+        registry.register(
+            "cphgw_build_info",
+            "The gateway's build: version label, value 1",
+            build_info,
+        );
+        registry.register(
+            "cphgw_tenants_revision",
+            "Revision of the tenant mapping in use (the same on replicas with the same mapping)",
+            tenants_revision.clone(),
+        );
         Self {
             registry,
             requests,
@@ -167,7 +190,14 @@ impl Metrics {
             in_flight,
             upstream_in_flight,
             iam_token_age,
+            tenants_revision,
         }
+    }
+
+    /// Sets the revision of the tenant mapping in use (below 2^53).
+    pub fn tenants_revision(&self, revision: u64) {
+        self.tenants_revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {

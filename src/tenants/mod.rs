@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 use crate::config::IamConfig;
 use file::{parse_file, read_file, render, write_atomically};
@@ -26,6 +27,20 @@ pub struct Tenants {
     /// Serialises writers; holds the hash of the file content last applied,
     /// so the watcher ignores the gateway's own writes and unchanged files.
     writer: tokio::sync::Mutex<[u8; 32]>,
+    /// When the mapping was last replaced, and why the last reload failed.
+    meta: std::sync::Mutex<(OffsetDateTime, Option<String>)>,
+}
+
+/// The mapping's source and state, for `/admin/v1/status`.
+#[derive(Debug, Clone)]
+pub struct TenantsStatus {
+    pub source: &'static str,
+    pub count: usize,
+    pub revision: u64,
+    pub loaded_at: OffsetDateTime,
+    /// Why the last reload failed (the last good mapping stays); `None`
+    /// once the source reads well again.
+    pub last_error: Option<String>,
 }
 
 impl Tenants {
@@ -38,7 +53,30 @@ impl Tenants {
             file,
             iam,
             writer: tokio::sync::Mutex::new(Sha256::digest(text.as_bytes()).into()),
+            meta: std::sync::Mutex::new((OffsetDateTime::now_utc(), None)),
         })
+    }
+
+    /// Source, size, revision, load time and last reload error.
+    pub fn status(&self) -> TenantsStatus {
+        let registry = self.load();
+        let (loaded_at, last_error) = self.meta().clone();
+        TenantsStatus {
+            source: "file",
+            count: registry.len(),
+            revision: registry.revision(),
+            loaded_at,
+            last_error,
+        }
+    }
+
+    fn meta(&self) -> std::sync::MutexGuard<'_, (OffsetDateTime, Option<String>)> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn swap(&self, registry: Registry) {
+        self.current.store(Arc::new(registry));
+        self.meta().0 = OffsetDateTime::now_utc();
     }
 
     /// The mapping as of now; keep it for the whole request.
@@ -56,8 +94,15 @@ impl Tenants {
     }
 
     /// Re-reads the file. `Ok(true)` if the mapping changed, `Ok(false)` if
-    /// the file is as last applied; on error the last good mapping stays.
+    /// the file is as last applied; on error the last good mapping stays
+    /// (and the error is kept for the status).
     pub async fn reload(&self) -> Result<bool, TenantsError> {
+        let result = self.reload_file().await;
+        self.meta().1 = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    async fn reload_file(&self) -> Result<bool, TenantsError> {
         let mut applied = self.writer.lock().await;
         let file = self.file.clone();
         let text = tokio::task::spawn_blocking(move || read_file(&file))
@@ -80,7 +125,7 @@ impl Tenants {
         }
         let registry = parse_file(&self.file, &text, &self.iam)?;
         tracing::info!(tenants = registry.len(), file = %self.file.display(), "tenants reloaded");
-        self.current.store(Arc::new(registry));
+        self.swap(registry);
         *applied = hash;
         Ok(true)
     }
@@ -109,7 +154,7 @@ impl Tenants {
                     source,
                 })
             })?;
-        self.current.store(Arc::new(registry));
+        self.swap(registry);
         *applied = Sha256::digest(text.as_bytes()).into();
         Ok(out)
     }

@@ -62,6 +62,9 @@ pub struct Registry {
     tenants: HashMap<TenantId, Arc<Tenant>>,
     /// The source, for the admin API and for persisting.
     spec: TenantsFile,
+    /// Derived from the mapping's content (not the file's bytes): the same
+    /// on every replica with the same mapping; below 2^53.
+    revision: u64,
 }
 
 impl Registry {
@@ -83,6 +86,9 @@ impl Registry {
         tenants.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         tenants.iter().flat_map(|t| t.projects.iter()).collect()
     }
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
 
     /// Validates a whole file against the configured credentials. The error
     /// names the field (`tenants.acme.projects[1].region: ...`).
@@ -93,8 +99,25 @@ impl Registry {
                 build_tenant(name, t, credentials).map_err(|e| format!("tenants.{name}.{e}"))?;
             tenants.insert(tenant.name.clone(), Arc::new(tenant));
         }
-        Ok(Self { tenants, spec })
+        let revision = revision(&spec);
+        Ok(Self {
+            tenants,
+            spec,
+            revision,
+        })
     }
+}
+
+/// The first 53 bits of the SHA-256 of the mapping in canonical JSON
+/// (tenants sorted by name, fields in a fixed order), so that a JSON number
+/// and a Prometheus gauge hold it exactly.
+fn revision(spec: &TenantsFile) -> u64 {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(spec).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) & ((1 << 53) - 1)
 }
 
 /// Validates one tenant; the error names the field relative to the tenant.

@@ -14,7 +14,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::http::describe;
+use super::credential_state::CredentialStates;
+use super::http::{describe, read_capped};
 use super::retry::Backoff;
 use crate::config::{Credential, IamConfig};
 use crate::domain::{ProjectId, Region};
@@ -75,6 +76,7 @@ pub struct IamProvider {
     cache: moka::future::Cache<TokenKey, Arc<IamToken>>,
     backoff: std::sync::Mutex<HashMap<TokenKey, FailedFetches>>,
     metrics: Arc<Metrics>,
+    states: Arc<CredentialStates>,
 }
 
 struct UntilUnusable;
@@ -111,6 +113,36 @@ struct TokenInfo {
     expires_at: String,
 }
 
+/// The largest IAM error answer read (for its code and message).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The largest IAM token answer read (its catalog can be long).
+const MAX_TOKEN_BODY: usize = 4 * 1024 * 1024;
+
+/// IAM's code and message from an error answer, as `: error_code C,
+/// error_msg "M"` (empty if the body has neither). IAM answers
+/// `{"error": {"code", "title", "message"}}` or `{"error_code", "error_msg"}`.
+pub fn iam_error(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let text = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let nested = v.get("error").filter(|e| e.is_object());
+    let code = text(v.get("error_code")).or_else(|| text(nested.and_then(|e| e.get("code"))));
+    let msg = text(v.get("error_msg"))
+        .or_else(|| text(nested.and_then(|e| e.get("message"))))
+        .map(|m| crate::domain::truncate(m.trim(), 512).to_owned());
+    match (code, msg) {
+        (None, None) => String::new(),
+        (Some(c), None) => format!(": error_code {c}"),
+        (None, Some(m)) => format!(": error_msg {m:?}"),
+        (Some(c), Some(m)) => format!(": error_code {c}, error_msg {m:?}"),
+    }
+}
+
 /// After a failed fetch, the next one waits 0.5 s doubling to 30 s, with
 /// jitter between half and the whole of that.
 const FETCH_BACKOFF: Backoff = Backoff {
@@ -125,6 +157,7 @@ impl IamProvider {
         http: reqwest::Client,
         timeout: Duration,
         metrics: Arc<Metrics>,
+        states: Arc<CredentialStates>,
     ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(10_000)
@@ -137,7 +170,13 @@ impl IamProvider {
             cache,
             backoff: Default::default(),
             metrics,
+            states,
         }
+    }
+
+    /// Fetches a token for `project` now, uncached (`check-config --online`).
+    pub async fn probe(&self, project: &Project) -> Result<(), IamError> {
+        self.fetch(project).await.map(|_| ())
     }
 
     /// A usable token for the project: cached, or fetched once for all
@@ -232,6 +271,10 @@ impl IamProvider {
         let started = Instant::now();
         let result = self.fetch_once(project).await;
         self.record(TokenKey::of(project), result.is_ok());
+        self.states.record(
+            &project.credential,
+            result.as_ref().map(|_| ()).map_err(|e| e.reason.as_str()),
+        );
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics.iam_fetch(label);
         match &result {
@@ -250,7 +293,11 @@ impl IamProvider {
     async fn fetch_once(&self, project: &Project) -> Result<IamToken, IamError> {
         let fail = |reason: String| IamError {
             project: project.id.clone(),
-            reason,
+            reason: format!(
+                "credential {:?} (region {}): {reason}",
+                &*project.credential,
+                project.region.as_str()
+            ),
         };
         let cred = self
             .cfg
@@ -282,7 +329,8 @@ impl IamProvider {
             .map_err(|e| fail(format!("IAM unreachable: {}", describe(&e))))?;
         let status = resp.status();
         if status != reqwest::StatusCode::CREATED {
-            return Err(fail(format!("IAM answered {status}")));
+            let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+            return Err(fail(format!("IAM answered {status}{}", iam_error(&body))));
         }
         let value = resp
             .headers()
@@ -291,9 +339,10 @@ impl IamProvider {
             .filter(|v| !v.is_empty())
             .map(|v| SecretString::from(v.to_owned()))
             .ok_or_else(|| fail("IAM answer has no X-Subject-Token".into()))?;
-        let body: TokenBody = resp
-            .json()
+        let body = read_capped(resp, MAX_TOKEN_BODY)
             .await
+            .map_err(|e| fail(format!("IAM answer unreadable: {e}")))?;
+        let body: TokenBody = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("IAM answer unreadable: {e}")))?;
         let expires_at = OffsetDateTime::parse(&body.token.expires_at, &Rfc3339).map_err(|_| {
             fail(format!(
@@ -319,5 +368,26 @@ impl IamProvider {
             fetched_at: now,
             renewing: AtomicBool::new(false),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iam_error;
+
+    #[test]
+    fn iam_error_bodies_of_both_shapes() {
+        let nested = br#"{"error":{"code":401,"title":"Unauthorized","message":"The username or password is wrong."}}"#;
+        assert_eq!(
+            iam_error(nested),
+            ": error_code 401, error_msg \"The username or password is wrong.\""
+        );
+        let flat = br#"{"error_code":"IAM.0011","error_msg":"Request body is invalid."}"#;
+        assert_eq!(
+            iam_error(flat),
+            ": error_code IAM.0011, error_msg \"Request body is invalid.\""
+        );
+        assert_eq!(iam_error(b"<html>bad gateway</html>"), "");
+        assert_eq!(iam_error(br#"{"error":"x"}"#), "");
     }
 }

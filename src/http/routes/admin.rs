@@ -26,13 +26,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
         let Authenticated(caller) = Authenticated::from_request_parts(parts, app).await?;
-        if caller.has_role(&app.config.auth.admin_role) {
-            Ok(Self(caller))
-        } else {
-            Err(ApiError::new(
-                Code::NotAdmin,
-                format!("the {} role is required", app.config.auth.admin_role),
-            ))
+        match app.auth.admin_check(&caller) {
+            Ok(()) => Ok(Self(caller)),
+            Err(why) => Err(ApiError::new(Code::NotAdmin, why)),
         }
     }
 }
@@ -53,7 +49,7 @@ fn project_ids(spec: Option<&TenantSpec>) -> Vec<&str> {
 #[utoipa::path(get, path = "/admin/v1/tenants", tag = "admin", responses(
         (status = 200, description = "All tenant mappings", body = TenantsFile),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
 ))]
 pub async fn list(State(app): State<Arc<AppState>>, _: Admin) -> Response {
     Json(app.tenants.load().spec()).into_response()
@@ -65,7 +61,7 @@ pub async fn list(State(app): State<Arc<AppState>>, _: Admin) -> Response {
     responses(
         (status = 200, description = "The tenant's mapping", body = TenantSpec),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 404, description = "CPHGW.0104 unknown tenant", body = ErrorJson),
 ))]
 pub async fn get(
@@ -92,7 +88,7 @@ pub async fn get(
         (status = 201, description = "Created", body = TenantSpec),
         (status = 400, description = "CPHGW.0001 invalid; the message names the field; nothing changed", body = ErrorJson),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 500, description = "CPHGW.0500 the tenants file could not be written; nothing changed", body = ErrorJson),
 ))]
 pub async fn put(
@@ -141,7 +137,7 @@ pub async fn put(
     responses(
         (status = 204, description = "Removed"),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 404, description = "CPHGW.0104 unknown tenant", body = ErrorJson),
         (status = 500, description = "CPHGW.0500 the tenants file could not be written; nothing changed", body = ErrorJson),
 ))]
@@ -177,7 +173,7 @@ pub async fn delete(
         (status = 200, description = "Reloaded: {reloaded, changed, tenants}", body = Object),
         (status = 400, description = "CPHGW.0001 the file is invalid; the last good mapping stays", body = ErrorJson),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
 ))]
 pub async fn reload(
     State(app): State<Arc<AppState>>,

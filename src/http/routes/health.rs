@@ -34,6 +34,7 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     for (project, age) in app.upstream.credentials.iam().token_ages() {
         app.metrics.iam_token_age(&project, age);
     }
+    app.metrics.tenants_revision(app.tenants.load().revision());
     (
         [(
             header::CONTENT_TYPE,

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod status;
 pub mod stop;
