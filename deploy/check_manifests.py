@@ -10,7 +10,15 @@ Input: the kustomize base rendered by a real `kubectl kustomize`. Checks:
      NetworkPolicy), cross-checked against the ConfigMap's gateway.toml;
   3. the Dockerfile (parsed by BuildKit's parser) and .dockerignore, and that
      they agree with the Deployment;
-  4. optionally, the ConfigMap's config with the real binary's check-config.
+  4. the README's deploy steps in order (namespace, Secret, apply) as far as
+     they can be run offline (the Secret command with --dry-run=client);
+  5. the monitoring files (deploy/monitoring): the PrometheusRule and the
+     Grafana dashboard parse, every PromQL expression parses, every metric
+     they use is one the gateway exports (README's metrics table), and the
+     alerts are the README's;
+  6. optionally, the ConfigMap's config with the real binary's check-config:
+     refused with the example Secret's placeholder, accepted with real-looking
+     secrets.
 
 Prints one line per check and exits 1 if any failed.
 """
@@ -163,6 +171,7 @@ def main() -> int:
     ap.add_argument("--rendered", required=True, type=Path)
     ap.add_argument("--repo", required=True, type=Path)
     ap.add_argument("--binary", default="", help="cph-gateway binary for check-config (optional)")
+    ap.add_argument("--kubectl", required=True, help="kubectl (for kustomize and client-side dry runs)")
     args = ap.parse_args()
     repo: Path = args.repo
     kdir = repo / "deploy" / "kubernetes"
@@ -179,6 +188,7 @@ def main() -> int:
         return objs[0]
 
     ctx: dict[str, Any] = {}
+    ctx["example_secret"] = yaml.safe_load((kdir / "secret.example.yaml").read_text())
 
     # ---- 1. schemas ------------------------------------------------------
     def schemas() -> None:
@@ -203,7 +213,7 @@ def main() -> int:
     def kustomization() -> None:
         kust = yaml.safe_load((kdir / "kustomization.yaml").read_text())
         listed = set(kust.get("resources", []))
-        present = {p.name for p in kdir.glob("*.yaml")} - {"kustomization.yaml"}
+        present = {p.name for p in kdir.glob("*.yaml")} - {"kustomization.yaml"} - {p.name for p in kdir.glob("*.example.yaml")}
         check("every manifest file is listed in kustomization resources",
               present <= listed, f"unlisted: {sorted(present - listed)}" if present - listed else "")
         check("kustomization namespace is cph-gateway", kust.get("namespace") == APP)
@@ -215,7 +225,7 @@ def main() -> int:
             if d["kind"] != "Namespace":
                 check(f"{ident} is in namespace {APP}", md.get("namespace") == APP, str(md.get("namespace")))
             check(f"{ident} has label {NAME_LABEL}={APP}", (md.get("labels") or {}).get(NAME_LABEL) == APP)
-        for kind, n in [("Namespace", 1), ("ServiceAccount", 1), ("ConfigMap", 1), ("Secret", 1),
+        for kind, n in [("Namespace", 1), ("ServiceAccount", 1), ("ConfigMap", 1), ("Secret", 0),
                         ("Deployment", 1), ("Service", 2), ("HorizontalPodAutoscaler", 1),
                         ("PodDisruptionBudget", 1), ("NetworkPolicy", 1)]:
             check(f"{n} {kind} object(s)", len(by_kind.get(kind, [])) == n, f"found {len(by_kind.get(kind, []))}")
@@ -252,7 +262,8 @@ def main() -> int:
         spec, pod = dep["spec"], dep["spec"]["template"]["spec"]
         pod_labels = dep["spec"]["template"]["metadata"].get("labels", {})
         ctx["dep"], ctx["pod_labels"] = dep, pod_labels
-        check("replicas >= 2", spec.get("replicas", 1) >= 2, str(spec.get("replicas")))
+        check("no replicas field: the HPA owns the replica count (kubectl apply would reset it)",
+              "replicas" not in spec, str(spec.get("replicas")))
         check("selector matches the pod template labels", matches(spec["selector"], pod_labels))
         ru = spec.get("strategy", {}).get("rollingUpdate", {})
         check("rolling update keeps every replica (maxUnavailable 0)", str(ru.get("maxUnavailable")) == "0")
@@ -358,38 +369,64 @@ def main() -> int:
         check("terminationGracePeriodSeconds*1000 > preStop sleep + server.shutdown_grace_ms",
               tgps * 1000 > pre_ms + grace_ms, f"{tgps * 1000} > {pre_ms} + {grace_ms}")
 
-        # secrets: every env var the config names comes from the Secret
+        # auth: an IdP's keys, no shared secret
+        auth = cfg.get("auth", {})
+        check("callers and admins are verified with a JWKS URL (an IdP), https",
+              str(auth.get("jwks_url", "")).startswith("https://"), str(auth.get("jwks_url")))
+        check("no HS256 secret in the base (every holder of it could mint any token)",
+              not any(k.startswith("hs256_") for k in auth), ", ".join(k for k in auth if k.startswith("hs256_")))
+        check("admin tokens must be asymmetric (allow_hs256_admin is not true)", auth.get("allow_hs256_admin") is not True)
+
+        # secrets: every env var and file the config names comes from the Secret
+        example = ctx["example_secret"]
         secrets = {s["metadata"]["name"]: set(s.get("stringData", {})) | set(s.get("data", {}))
-                   for s in by_kind.get("Secret", [])}
+                   for s in by_kind.get("Secret", []) + [example]}
         needed = []
-        if cfg.get("auth", {}).get("hs256_secret_env"):
-            needed.append(cfg["auth"]["hs256_secret_env"])
+        if auth.get("hs256_secret_env"):
+            needed.append(auth["hs256_secret_env"])
+        secret_files: dict[str, str] = {}
+        file_keys = [(f"auth.{k}", v) for k, v in auth.items() if k.endswith("_file")]
         for name, cred in cfg.get("iam", {}).get("credentials", {}).items():
             for key, value in cred.items():
                 if key.endswith("_env"):
                     needed.append(value)
                 elif key.endswith("_file"):
-                    mount = secret_mount(c, vols, value)
-                    check(f"iam.credentials.{name}.{key} is a file of a Secret mount (not subPath)",
-                          mount is not None and "subPath" not in mount[0], value)
+                    file_keys.append((f"iam.credentials.{name}.{key}", value))
+        for key, path in file_keys:
+            mount = secret_mount(c, vols, path)
+            ok = mount is not None and "subPath" not in mount[0]
+            check(f"{key} is a file of a Secret volume mounted as a directory (updates reach the file)", ok, path)
+            if ok:
+                secret_name = vols[mount[0]["name"]]["secret"]["secretName"]
+                check(f"{key}: Secret {secret_name} (secret.example.yaml) has the key {mount[1]}",
+                      mount[1] in secrets.get(secret_name, set()), str(sorted(secrets.get(secret_name, set()))))
+                secret_files[key] = mount[1]
+        ctx["secret_files"] = secret_files
         for var in needed:
             ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
             check(f"env {var} (named by the config) comes from a Secret key that exists",
                   ref.get("name") in secrets and ref.get("key") in secrets[ref.get("name")], str(ref))
         check("no secret given as a plain env value", not any(
             re.search(r"SECRET|PASSWORD|TOKEN", k) for k in plain_env), ", ".join(plain_env))
+        mode = [v["secret"].get("defaultMode") for v in vols.values() if v.get("secret")]
+        check("Secret volumes are not world-readable (defaultMode without the others bits), readable by fsGroup",
+              all(m is not None and m & 0o007 == 0 for m in mode) and psc.get("fsGroup") == eff("runAsGroup"),
+              f"modes {[oct(m) for m in mode if m is not None]}, fsGroup {psc.get('fsGroup')}")
 
     # ---- 5. secret ------------------------------------------------------------
     def secret() -> None:
-        s = one("Secret")
-        check("Secret type Opaque", s.get("type") == "Opaque")
-        check("Secret uses stringData only (no base64 data in git)", "data" not in s and bool(s.get("stringData")))
+        check("no Secret in the base: `kubectl apply -k` never overwrites the real one",
+              not by_kind.get("Secret"), str([x["metadata"]["name"] for x in by_kind.get("Secret", [])]))
+        kust = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+        check("secret.example.yaml is not a kustomize resource", "secret.example.yaml" not in kust.get("resources", []))
+        s = ctx["example_secret"]
+        check("example Secret is cph-gateway-secrets in namespace cph-gateway",
+              s["metadata"]["name"] == "cph-gateway-secrets" and s["metadata"].get("namespace") == APP)
+        check("example Secret type Opaque", s.get("type") == "Opaque")
+        check("example Secret uses stringData only (no base64 data in git)", "data" not in s and bool(s.get("stringData")))
         vals = s.get("stringData", {})
-        check("Secret values are obvious placeholders (change-me...), no real secret in git",
+        check("example Secret values are placeholders (change-me...), which the gateway refuses",
               all(str(v).startswith("change-me") for v in vals.values()), ", ".join(vals))
-        jwt_keys = [k for k in vals if "jwt" in k]
-        check("placeholder JWT secret is >= 32 bytes (the gateway refuses shorter)",
-              all(len(vals[k].encode()) >= 32 for k in jwt_keys) and bool(jwt_keys))
 
     # ---- 6. services ------------------------------------------------------------
     def services() -> None:
@@ -516,39 +553,214 @@ def main() -> int:
                                              for l in ign)]
         check(".dockerignore keeps Cargo.toml, Cargo.lock, src/, benches/, tests/", not excluded, str(excluded))
 
-    # ---- 10. real binary check-config (optional) ---------------------------------------
+        # files the build embeds (include_str!/include_bytes!) must be in the context
+        import fnmatch
+
+        def ignored(path: str) -> bool:
+            out = False
+            parts = path.split("/")
+            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            for line in ign:
+                neg = line.startswith("!")
+                pat = line.lstrip("!").strip("/")
+                if any(fnmatch.fnmatch(p, pat) for p in prefixes):
+                    out = not neg
+            return out
+        embedded = set()
+        for f in (repo / "src").rglob("*.rs"):
+            for rel in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', f.read_text()):
+                embedded.add(os.path.relpath(os.path.normpath(f.parent / rel), repo))
+        missing = sorted(p for p in embedded if ignored(p) or not (repo / p).exists())
+        check("every file the build embeds is in the build context", bool(embedded) and not missing,
+              f"missing: {missing}" if missing else f"{len(embedded)} files")
+
+    # ---- 10. the README's deploy steps, as far as they run offline ----------------
+    def readme_steps() -> None:
+        text = (repo / "deploy" / "README.md").read_text()
+        section = text.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+        blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+        commands = []
+        for block in blocks:
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith("kubectl"):
+                    commands.append(line)
+        print("deploy steps: " + " | ".join(commands))
+
+        def first(pattern: str) -> int:
+            return next((i for i, c in enumerate(commands) if re.search(pattern, c)), -1)
+        ns_i = first(r"^kubectl (apply -f deploy/kubernetes/namespace\.yaml|create namespace cph-gateway)\b")
+        sec_i = first(r"create secret generic cph-gateway-secrets\b")
+        apply_i = first(r"^kubectl apply -k deploy/kubernetes$")
+        check("deploy/README.md creates the namespace, then the Secret, then applies the base",
+              0 <= ns_i < sec_i < apply_i, f"namespace {ns_i}, secret {sec_i}, apply {apply_i}")
+        ns = yaml.safe_load((kdir / "namespace.yaml").read_text())
+        check("namespace.yaml is the Namespace the base uses",
+              ns.get("kind") == "Namespace" and ns["metadata"]["name"] == APP)
+        if sec_i < 0:
+            return
+        import shlex
+        argv = shlex.split(commands[sec_i])
+        check("the Secret command names the namespace cph-gateway",
+              any(a in ("-n", "--namespace") and argv[i + 1] == APP for i, a in enumerate(argv[:-1]))
+              or f"--namespace={APP}" in argv, commands[sec_i])
+        with tempfile.TemporaryDirectory() as tmp:
+            run = [args.kubectl]
+            for a in argv[1:]:
+                m = re.match(r"^--from-file=([^=]+)=(.+)$", a)
+                if m:
+                    Path(tmp, m.group(1)).write_text("not-a-real-password-0123456789")
+                    a = f"--from-file={m.group(1)}={Path(tmp, m.group(1))}"
+                if a in ("--dry-run=client", "-o", "yaml"):
+                    continue
+                run.append(a)
+            run += ["--dry-run=client", "-o", "yaml"]
+            p = subprocess.run(run, capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""), "HOME": tmp})
+            made = yaml.safe_load(p.stdout) if p.returncode == 0 else {}
+        check("the Secret command runs (kubectl --dry-run=client, offline)", p.returncode == 0, p.stderr.strip()[:200])
+        keys = set((made or {}).get("data") or {}) | set((made or {}).get("stringData") or {})
+        want = set(ctx.get("secret_files", {}).values())
+        check("it makes Secret cph-gateway-secrets in cph-gateway with every key the config reads",
+              (made or {}).get("kind") == "Secret" and made["metadata"]["name"] == "cph-gateway-secrets"
+              and made["metadata"].get("namespace") == APP and want <= keys,
+              f"keys {sorted(keys)}, needed {sorted(want)}")
+
+    # ---- 11. monitoring: PrometheusRule and Grafana dashboard -----------------------
+    def monitoring() -> None:
+        import json
+        import promql_parser
+        mdir = repo / "deploy" / "monitoring"
+        readme = (repo / "README.md").read_text()
+        # the gateway's metrics: README's table (a test keeps it equal to /metrics)
+        series: set[str] = set()
+        for name, kind in re.findall(r"^\| `(cphgw_[a-z0-9_]+)[^`]*` \| (\w+) \|", readme, flags=re.M):
+            series.add(name)
+            if kind == "histogram":
+                series |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        check("README's metrics table lists the gateway's metrics", len(series) >= 10, f"{len(series)} series")
+
+        def metrics_of(expr: str, what: str) -> None:
+            expr = re.sub(r"\$__(rate_interval|interval|range)", "5m", expr)
+            try:
+                ast = promql_parser.parse(expr)
+            except Exception as e:  # noqa: BLE001
+                check(f"{what}: PromQL parses", False, f"{e}: {expr}")
+                return
+            names: list[str] = []
+            promql_parser.walk(ast, lambda n: names.append(n.name) if isinstance(n, promql_parser.VectorSelector) else None)
+            unknown = [n for n in names if n not in series]
+            check(f"{what}: PromQL parses and uses only the gateway's metrics", bool(names) and not unknown,
+                  f"unknown: {unknown}" if unknown else ", ".join(sorted(set(names))))
+
+        p = subprocess.run([args.kubectl, "kustomize", str(mdir)], capture_output=True, text=True, timeout=60)
+        check("kubectl kustomize deploy/monitoring renders", p.returncode == 0, p.stderr.strip()[:200])
+        objs = [d for d in yaml.safe_load_all(p.stdout) if d] if p.returncode == 0 else []
+        cms = [o for o in objs if o["kind"] == "ConfigMap"]
+        rules = [o for o in objs if o["kind"] == "PrometheusRule"]
+        check("one dashboard ConfigMap labelled grafana_dashboard=1 and one PrometheusRule, in cph-gateway",
+              len(cms) == 1 and len(rules) == 1 and (cms[0]["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"
+              and all(o["metadata"].get("namespace") == APP for o in objs))
+        import kubernetes_validate.utils as kv
+        for cm in cms:
+            try:
+                kv.validate(cm, MIN_K8S, strict=True)
+                check("dashboard ConfigMap: schema strict", True)
+            except kv.ValidationError as e:
+                check("dashboard ConfigMap: schema strict", False, e.message)
+
+        # PrometheusRule: the operator's shape, strictly
+        rule = rules[0] if rules else yaml.safe_load((mdir / "prometheusrule.yaml").read_text())
+        check("PrometheusRule is monitoring.coreos.com/v1", rule.get("apiVersion") == "monitoring.coreos.com/v1")
+        groups = (rule.get("spec") or {}).get("groups") or []
+        check("PrometheusRule has rule groups", bool(groups) and all(g.get("name") and g.get("rules") for g in groups))
+        alerts = {}
+        for g in groups:
+            for r in g.get("rules", []):
+                name = r.get("alert", "?")
+                extra = set(r) - {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+                check(f"alert {name}: only the operator's rule fields", "alert" in r and not extra, str(sorted(extra)))
+                metrics_of(str(r.get("expr", "")), f"alert {name}")
+                if "for" in r:
+                    try:
+                        promql_parser.parse_duration(str(r["for"]))
+                        check(f"alert {name}: `for` is a duration", True, str(r["for"]))
+                    except Exception as e:  # noqa: BLE001
+                        check(f"alert {name}: `for` is a duration", False, str(e))
+                check(f"alert {name}: severity label and summary annotation",
+                      (r.get("labels") or {}).get("severity") in ("critical", "warning", "info")
+                      and bool((r.get("annotations") or {}).get("summary")))
+                check(f"alert {name}: one rule of that name", name not in alerts)
+                alerts[name] = r
+        block = re.search(r"Sample alerts.*?```yaml\n(.*?)```", readme, flags=re.S)
+        documented = yaml.safe_load(block.group(1)) if block else []
+        norm = lambda e: " ".join(str(e).split())  # noqa: E731
+        for a in documented:
+            r = alerts.get(a["alert"])
+            check(f"README alert {a['alert']} is in the PrometheusRule, same expr and for",
+                  r is not None and norm(r["expr"]) == norm(a["expr"]) and str(r.get("for")) == str(a.get("for")))
+        check("every PrometheusRule alert is in the README", set(alerts) <= {a["alert"] for a in documented},
+              str(sorted(set(alerts) - {a["alert"] for a in documented})))
+
+        # Grafana dashboard
+        try:
+            dash = json.loads((mdir / "dashboard.json").read_text())
+            check("dashboard.json parses", True)
+        except ValueError as e:
+            check("dashboard.json parses", False, str(e))
+            return
+        check("dashboard has uid, title, schemaVersion and panels",
+              bool(dash.get("uid")) and bool(dash.get("title")) and isinstance(dash.get("schemaVersion"), int)
+              and bool(dash.get("panels")))
+        variables = {v["name"]: v for v in (dash.get("templating") or {}).get("list", [])}
+        check("dashboard has a Prometheus datasource variable",
+              (variables.get("datasource") or {}).get("type") == "datasource"
+              and variables["datasource"].get("query") == "prometheus")
+        ids = [pnl.get("id") for pnl in dash["panels"]]
+        check("dashboard panel ids are unique", len(ids) == len(set(ids)), str(ids))
+        for pnl in dash["panels"]:
+            gp = pnl.get("gridPos") or {}
+            title = pnl.get("title", "?")
+            check(f"panel {title!r}: gridPos within 24 columns",
+                  all(isinstance(gp.get(k), int) for k in "hwxy") and gp["x"] + gp["w"] <= 24)
+            targets = pnl.get("targets") or []
+            check(f"panel {title!r}: has queries on the datasource variable",
+                  bool(targets) and all((t.get("datasource") or pnl.get("datasource") or {}).get("uid") == "${datasource}"
+                                        for t in targets))
+            for t in targets:
+                metrics_of(t.get("expr", ""), f"panel {title!r} {t.get('refId')}")
+
+    # ---- 12. real binary check-config (optional) ---------------------------------------
     def binary_check() -> None:
         b = args.binary
         if not b:
             print("skip: no fresh cph-gateway binary (set CPHGW_BIN=path, or build target/{release,debug}/cph-gateway)")
             return
         cm = ctx["cm"]
-        secret_vals = one("Secret").get("stringData", {})
-        with tempfile.TemporaryDirectory() as tmp:
-            for k, v in cm["data"].items():
-                Path(tmp, k).write_text(v)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CPHGW")}
-            env.update(ctx["plain_env"])
-            for e in ctx["container"].get("env", []):
-                ref = ((e.get("valueFrom") or {}).get("secretKeyRef") or {})
-                if ref:
-                    env[e["name"]] = secret_vals[ref["key"]]
-            env["CPHGW__TENANTS__FILE"] = str(Path(tmp, "tenants.toml"))  # the mount path, locally
-            # Secret files the config names: written locally from the Secret's
-            # placeholders, their keys pointed there.
-            vols = {v["name"]: v for v in ctx["dep"]["spec"]["template"]["spec"].get("volumes", [])}
-            for name, cred in ctx["cfg_raw"].get("iam", {}).get("credentials", {}).items():
-                for key, value in cred.items():
-                    mount = secret_mount(ctx["container"], vols, value) if key.endswith("_file") else None
-                    if mount and mount[1] in secret_vals:
-                        local = Path(tmp, f"{name}.{key}")
-                        local.write_text(secret_vals[mount[1]])
-                        env[f"CPHGW__IAM__CREDENTIALS__{name.upper()}__{key.upper()}"] = str(local)
-            p = subprocess.run([b, "check-config", "--config", str(Path(tmp, "gateway.toml"))],
-                               env=env, capture_output=True, text=True, timeout=60)
-            out = (p.stdout + p.stderr).strip().replace("\n", " | ")
-            check(f"{b} check-config accepts the ConfigMap (with the container's env)", p.returncode == 0,
-                  out or f"exit {p.returncode}")
+        placeholders = ctx["example_secret"].get("stringData", {})
+
+        def run(values: dict[str, str]) -> tuple[int, str]:
+            with tempfile.TemporaryDirectory() as tmp:
+                for k, v in cm["data"].items():
+                    Path(tmp, k).write_text(v)
+                env = {k: v for k, v in os.environ.items() if not k.startswith("CPHGW")}
+                env.update(ctx["plain_env"])
+                env["CPHGW__TENANTS__FILE"] = str(Path(tmp, "tenants.toml"))  # the mount path, locally
+                # each secret file the config names, where the Secret volume would put it
+                for key, item in ctx["secret_files"].items():
+                    Path(tmp, "secret-" + item).write_text(values[item])
+                    env["CPHGW__" + key.upper().replace(".", "__")] = f'"{Path(tmp, "secret-" + item)}"'
+                p = subprocess.run([b, "check-config", "--config", str(Path(tmp, "gateway.toml"))],
+                                   env=env, capture_output=True, text=True, timeout=60)
+                return p.returncode, (p.stdout + p.stderr).strip().replace("\n", " | ")
+
+        real = {k: "s3cret-" + os.urandom(16).hex() for k in placeholders}
+        for key, item in ctx["secret_files"].items():
+            code, out = run({**real, item: placeholders[item]})
+            check(f"{b} check-config refuses the example Secret's placeholder {item}, naming {key} (pods fail fast)",
+                  code == 1 and key in out and "placeholder" in out, out or f"exit {code}")
+        code, out = run(real)
+        check(f"{b} check-config accepts the ConfigMap with real-looking secrets (the container's env)",
+              code == 0, out or f"exit {code}")
 
     group("Kubernetes schemas (kubernetes-validate, offline)", schemas)
     group("kustomization", kustomization)
@@ -559,6 +771,8 @@ def main() -> int:
     group("HPA and PDB", hpa_pdb)
     group("NetworkPolicy", netpol)
     group("Dockerfile and .dockerignore", dockerfile_checks)
+    group("deploy/README.md steps in order", readme_steps)
+    group("monitoring (PrometheusRule, Grafana dashboard)", monitoring)
     group("check-config with the real binary", binary_check)
 
     failed = [r for r in results if not r[0]]

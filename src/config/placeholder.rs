@@ -120,7 +120,13 @@ mod tests {
     fn every_doc_and_manifest_is_a_source() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut missing = Vec::new();
-        for dir in ["", "config", "deploy", "deploy/kubernetes"] {
+        for dir in [
+            "",
+            "config",
+            "deploy",
+            "deploy/kubernetes",
+            "deploy/monitoring",
+        ] {
             let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;
             };
