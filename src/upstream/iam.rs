@@ -62,10 +62,12 @@ impl TokenKey {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FailedFetches {
     until: Instant,
     failures: u32,
+    /// Why the last fetch failed (repeated to callers while backing off).
+    reason: String,
 }
 
 /// Hands out IAM tokens per project.
@@ -206,13 +208,10 @@ impl IamProvider {
             }
             return Ok(t);
         }
-        if let Some(left) = self.backoff_left(&key) {
+        if let Some((left, reason)) = self.backoff_left(&key) {
             return Err(IamError {
                 project: project.id.clone(),
-                reason: format!(
-                    "IAM failed recently; next attempt in {} ms",
-                    left.as_millis()
-                ),
+                reason: format!("{reason} (next attempt in {} ms)", left.as_millis()),
             });
         }
         self.cache
@@ -244,18 +243,21 @@ impl IamProvider {
             .collect()
     }
 
-    fn backoff_left(&self, key: &TokenKey) -> Option<Duration> {
+    /// How long the project still backs off after a failed fetch, and why
+    /// that fetch failed.
+    fn backoff_left(&self, key: &TokenKey) -> Option<(Duration, String)> {
         let map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .and_then(|b| b.until.checked_duration_since(Instant::now()))
+        let b = map.get(key)?;
+        let left = b.until.checked_duration_since(Instant::now())?;
+        Some((left, b.reason.clone()))
     }
 
-    fn record(&self, key: TokenKey, ok: bool) {
+    fn record(&self, key: TokenKey, result: Result<(), &str>) {
         let mut map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        if ok {
+        let Err(reason) = result else {
             map.remove(&key);
             return;
-        }
+        };
         let failures = map.get(&key).map_or(0, |b| b.failures) + 1;
         let wait = FETCH_BACKOFF.delay(failures);
         map.insert(
@@ -263,6 +265,7 @@ impl IamProvider {
             FailedFetches {
                 until: Instant::now() + wait,
                 failures,
+                reason: reason.to_owned(),
             },
         );
     }
@@ -270,11 +273,9 @@ impl IamProvider {
     async fn fetch(&self, project: &Project) -> Result<IamToken, IamError> {
         let started = Instant::now();
         let result = self.fetch_once(project).await;
-        self.record(TokenKey::of(project), result.is_ok());
-        self.states.record(
-            &project.credential,
-            result.as_ref().map(|_| ()).map_err(|e| e.reason.as_str()),
-        );
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.reason.as_str());
+        self.record(TokenKey::of(project), outcome);
+        self.states.record(&project.credential, outcome);
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics.iam_fetch(label);
         match &result {

@@ -166,6 +166,15 @@ async fn iam_failures_name_the_credential_and_carry_iams_answer() {
         assert!(entry.contains(part), "{part:?} not in {entry:?}");
     }
     assert!(!body.to_string().contains(WRONG), "{body}");
+    // Right after, while the project backs off, the answer still says why.
+    let (code, body) = app.stop(&caller_token(TENANT_A), &ids).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let again = body["jobs"][0]["error_msg"].as_str().unwrap_or_default();
+    assert!(
+        again.contains("credential \"default\"")
+            && again.contains("The username or password is wrong."),
+        "{again}"
+    );
 
     // /readyz does not fail because IAM does; the status says why.
     let ready = app
