@@ -12,6 +12,7 @@ mod aksk;
 mod auth;
 mod check_config;
 mod check_online;
+mod demo;
 mod faults;
 mod hostile;
 mod jwks;
