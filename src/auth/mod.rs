@@ -1,6 +1,8 @@
 //! Caller authentication: JWT verification against the configured key sources
-//! (HS256 secret, RS256/ES256 PEM public keys, JWKS), with a bounded cache of
-//! verified tokens.
+//! (HS256 secrets, RS256/ES256 PEM public keys, JWKS), with a bounded cache of
+//! verified tokens. A cached token is only served while the key that verified
+//! it is still configured (JWKS refreshed, HS256 secret rotated); admin tokens
+//! must come from an asymmetric key unless `auth.allow_hs256_admin`.
 //!
 //! The algorithm always comes from the key, never from the token: a token is
 //! checked only against keys whose algorithm equals the token's `alg`, so an

@@ -129,9 +129,9 @@ impl RawAuth {
             a.hs256_previous_secret_file,
             env,
         )?;
-        if hs256_previous_secret.is_some() && hs256_secret.is_none() {
+        if let (Some(previous), None) = (&hs256_previous_secret, &hs256_secret) {
             return Err(ConfigError::new(
-                "auth.hs256_previous_secret",
+                previous.key(),
                 "a previous HS256 secret needs a current one (hs256_secret_env or hs256_secret_file)",
             ));
         }
