@@ -80,7 +80,11 @@ fn used_credentials(state: &AppState, kind: CredentialKind, per_region: bool) ->
     for project in registry.projects() {
         let credential = state.config.iam.credentials.get(&*project.credential);
         if credential.is_some_and(|c| c.kind() == kind) {
-            let region = if per_region { project.region.as_str() } else { "" };
+            let region = if per_region {
+                project.region.as_str()
+            } else {
+                ""
+            };
             first
                 .entry((project.credential.clone(), region))
                 .or_insert_with(|| project.clone());

@@ -70,7 +70,10 @@ impl Answer for CallOutcome {
         matches!(self, CallOutcome::Rejected { status, .. } if *status == StatusCode::UNAUTHORIZED)
     }
     fn is_answered(&self) -> bool {
-        matches!(self, CallOutcome::Jobs { .. } | CallOutcome::Rejected { .. })
+        matches!(
+            self,
+            CallOutcome::Jobs { .. } | CallOutcome::Rejected { .. }
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cph_gateway::config::Secret;
+use cph_gateway::config::{Credential, Secret};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -160,7 +160,10 @@ async fn iam_password_and_hs256_secrets_rotate_without_a_failed_request() {
             .as_deref()
             .expect("previous secret"),
     );
-    let iam = &config.iam.credentials["default"].password;
+    let Credential::Password(default) = &*config.iam.credentials["default"] else {
+        panic!("the test credential is a password");
+    };
+    let iam = &default.password;
 
     let traffic = Traffic::start(&app, SECRET_A);
     traffic.pass(20).await;

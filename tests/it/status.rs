@@ -247,3 +247,54 @@ async fn request_log_lines_name_the_caller_and_debug_lists_the_phone_ids() {
     assert_eq!(listed["phone_ids"], ids.join(","), "{listed}");
     assert!(!gw.logs().contains(&token), "the token is in the logs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aksk_credential_shows_its_refused_signature() {
+    let tenants = tenant_toml(
+        TENANT_A,
+        PROJECT_A,
+        &[
+            (PROJECT_A, "cn-east-3", "default"),
+            (PROJECT_A2, "cn-north-4", "signed"),
+        ],
+    );
+    let app = TestApp::spawn_with(
+        TestOptions::default()
+            .tenants(&tenants)
+            .set("iam.credentials.signed.kind", "aksk")
+            .set("iam.credentials.signed.access_key_env", "TEST_AK")
+            .set("iam.credentials.signed.secret_key_env", "TEST_SK")
+            .env("TEST_AK", cph_sim::DEFAULT_AK)
+            .env("TEST_SK", "not-the-secret-key-of-the-simulator"),
+    )
+    .await;
+    let state = status(&app).await;
+    assert_eq!(
+        state["credentials"]["signed"],
+        json!({"kind": "aksk", "last_error": null})
+    );
+    let path = format!("/v1/{PROJECT_A2}/cloud-phone/phones/batch-stop");
+    let (code, body) = app
+        .stop_at(
+            &path,
+            &caller_token(TENANT_A),
+            &app.phones(PROJECT_A2, 0, 1),
+        )
+        .await;
+    // A 401 to a signed call is final: 502, each phone with CPH's error.
+    assert_eq!(code, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["jobs"][0]["error_code"], "APIGW.0301", "{body}");
+    let state = status(&app).await;
+    let error = state["credentials"]["signed"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("credential \"signed\"") && error.contains("refused the AK/SK signature"),
+        "{state}"
+    );
+    assert!(
+        state["credentials"]["default"]["last_error"].is_null(),
+        "{state}"
+    );
+    assert!(!state.to_string().contains("not-the-secret-key"), "{state}");
+}
