@@ -10,7 +10,15 @@ Input: the kustomize base rendered by a real `kubectl kustomize`. Checks:
      NetworkPolicy), cross-checked against the ConfigMap's gateway.toml;
   3. the Dockerfile (parsed by BuildKit's parser) and .dockerignore, and that
      they agree with the Deployment;
-  4. optionally, the ConfigMap's config with the real binary's check-config.
+  4. the README's deploy steps in order (namespace, Secret, apply) as far as
+     they can be run offline (the Secret command with --dry-run=client);
+  5. the monitoring files (deploy/monitoring): the PrometheusRule and the
+     Grafana dashboard parse, every PromQL expression parses, every metric
+     they use is one the gateway exports (README's metrics table), and the
+     alerts are the README's;
+  6. optionally, the ConfigMap's config with the real binary's check-config:
+     refused with the example Secret's placeholder, accepted with real-looking
+     secrets.
 
 Prints one line per check and exits 1 if any failed.
 """
@@ -28,6 +36,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+import check_steps
 
 APP = "cph-gateway"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -163,6 +173,7 @@ def main() -> int:
     ap.add_argument("--rendered", required=True, type=Path)
     ap.add_argument("--repo", required=True, type=Path)
     ap.add_argument("--binary", default="", help="cph-gateway binary for check-config (optional)")
+    ap.add_argument("--kubectl", required=True, help="kubectl (for kustomize and client-side dry runs)")
     args = ap.parse_args()
     repo: Path = args.repo
     kdir = repo / "deploy" / "kubernetes"
@@ -179,6 +190,7 @@ def main() -> int:
         return objs[0]
 
     ctx: dict[str, Any] = {}
+    ctx["example_secret"] = yaml.safe_load((kdir / "secret.example.yaml").read_text())
 
     # ---- 1. schemas ------------------------------------------------------
     def schemas() -> None:
@@ -203,7 +215,7 @@ def main() -> int:
     def kustomization() -> None:
         kust = yaml.safe_load((kdir / "kustomization.yaml").read_text())
         listed = set(kust.get("resources", []))
-        present = {p.name for p in kdir.glob("*.yaml")} - {"kustomization.yaml"}
+        present = {p.name for p in kdir.glob("*.yaml")} - {"kustomization.yaml"} - {p.name for p in kdir.glob("*.example.yaml")}
         check("every manifest file is listed in kustomization resources",
               present <= listed, f"unlisted: {sorted(present - listed)}" if present - listed else "")
         check("kustomization namespace is cph-gateway", kust.get("namespace") == APP)
@@ -215,7 +227,7 @@ def main() -> int:
             if d["kind"] != "Namespace":
                 check(f"{ident} is in namespace {APP}", md.get("namespace") == APP, str(md.get("namespace")))
             check(f"{ident} has label {NAME_LABEL}={APP}", (md.get("labels") or {}).get(NAME_LABEL) == APP)
-        for kind, n in [("Namespace", 1), ("ServiceAccount", 1), ("ConfigMap", 1), ("Secret", 1),
+        for kind, n in [("Namespace", 1), ("ServiceAccount", 1), ("ConfigMap", 1), ("Secret", 0),
                         ("Deployment", 1), ("Service", 2), ("HorizontalPodAutoscaler", 1),
                         ("PodDisruptionBudget", 1), ("NetworkPolicy", 1)]:
             check(f"{n} {kind} object(s)", len(by_kind.get(kind, [])) == n, f"found {len(by_kind.get(kind, []))}")
@@ -252,7 +264,8 @@ def main() -> int:
         spec, pod = dep["spec"], dep["spec"]["template"]["spec"]
         pod_labels = dep["spec"]["template"]["metadata"].get("labels", {})
         ctx["dep"], ctx["pod_labels"] = dep, pod_labels
-        check("replicas >= 2", spec.get("replicas", 1) >= 2, str(spec.get("replicas")))
+        check("no replicas field: the HPA owns the replica count (kubectl apply would reset it)",
+              "replicas" not in spec, str(spec.get("replicas")))
         check("selector matches the pod template labels", matches(spec["selector"], pod_labels))
         ru = spec.get("strategy", {}).get("rollingUpdate", {})
         check("rolling update keeps every replica (maxUnavailable 0)", str(ru.get("maxUnavailable")) == "0")
@@ -358,38 +371,64 @@ def main() -> int:
         check("terminationGracePeriodSeconds*1000 > preStop sleep + server.shutdown_grace_ms",
               tgps * 1000 > pre_ms + grace_ms, f"{tgps * 1000} > {pre_ms} + {grace_ms}")
 
-        # secrets: every env var the config names comes from the Secret
+        # auth: an IdP's keys, no shared secret
+        auth = cfg.get("auth", {})
+        check("callers and admins are verified with a JWKS URL (an IdP), https",
+              str(auth.get("jwks_url", "")).startswith("https://"), str(auth.get("jwks_url")))
+        check("no HS256 secret in the base (every holder of it could mint any token)",
+              not any(k.startswith("hs256_") for k in auth), ", ".join(k for k in auth if k.startswith("hs256_")))
+        check("admin tokens must be asymmetric (allow_hs256_admin is not true)", auth.get("allow_hs256_admin") is not True)
+
+        # secrets: every env var and file the config names comes from the Secret
+        example = ctx["example_secret"]
         secrets = {s["metadata"]["name"]: set(s.get("stringData", {})) | set(s.get("data", {}))
-                   for s in by_kind.get("Secret", [])}
+                   for s in by_kind.get("Secret", []) + [example]}
         needed = []
-        if cfg.get("auth", {}).get("hs256_secret_env"):
-            needed.append(cfg["auth"]["hs256_secret_env"])
+        if auth.get("hs256_secret_env"):
+            needed.append(auth["hs256_secret_env"])
+        secret_files: dict[str, str] = {}
+        file_keys = [(f"auth.{k}", v) for k, v in auth.items() if k.endswith("_file")]
         for name, cred in cfg.get("iam", {}).get("credentials", {}).items():
             for key, value in cred.items():
                 if key.endswith("_env"):
                     needed.append(value)
                 elif key.endswith("_file"):
-                    mount = secret_mount(c, vols, value)
-                    check(f"iam.credentials.{name}.{key} is a file of a Secret mount (not subPath)",
-                          mount is not None and "subPath" not in mount[0], value)
+                    file_keys.append((f"iam.credentials.{name}.{key}", value))
+        for key, path in file_keys:
+            mount = secret_mount(c, vols, path)
+            ok = mount is not None and "subPath" not in mount[0]
+            check(f"{key} is a file of a Secret volume mounted as a directory (updates reach the file)", ok, path)
+            if ok:
+                secret_name = vols[mount[0]["name"]]["secret"]["secretName"]
+                check(f"{key}: Secret {secret_name} (secret.example.yaml) has the key {mount[1]}",
+                      mount[1] in secrets.get(secret_name, set()), str(sorted(secrets.get(secret_name, set()))))
+                secret_files[key] = mount[1]
+        ctx["secret_files"] = secret_files
         for var in needed:
             ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
             check(f"env {var} (named by the config) comes from a Secret key that exists",
                   ref.get("name") in secrets and ref.get("key") in secrets[ref.get("name")], str(ref))
         check("no secret given as a plain env value", not any(
             re.search(r"SECRET|PASSWORD|TOKEN", k) for k in plain_env), ", ".join(plain_env))
+        mode = [v["secret"].get("defaultMode") for v in vols.values() if v.get("secret")]
+        check("Secret volumes are not world-readable (defaultMode without the others bits), readable by fsGroup",
+              all(m is not None and m & 0o007 == 0 for m in mode) and psc.get("fsGroup") == eff("runAsGroup"),
+              f"modes {[oct(m) for m in mode if m is not None]}, fsGroup {psc.get('fsGroup')}")
 
     # ---- 5. secret ------------------------------------------------------------
     def secret() -> None:
-        s = one("Secret")
-        check("Secret type Opaque", s.get("type") == "Opaque")
-        check("Secret uses stringData only (no base64 data in git)", "data" not in s and bool(s.get("stringData")))
+        check("no Secret in the base: `kubectl apply -k` never overwrites the real one",
+              not by_kind.get("Secret"), str([x["metadata"]["name"] for x in by_kind.get("Secret", [])]))
+        kust = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+        check("secret.example.yaml is not a kustomize resource", "secret.example.yaml" not in kust.get("resources", []))
+        s = ctx["example_secret"]
+        check("example Secret is cph-gateway-secrets in namespace cph-gateway",
+              s["metadata"]["name"] == "cph-gateway-secrets" and s["metadata"].get("namespace") == APP)
+        check("example Secret type Opaque", s.get("type") == "Opaque")
+        check("example Secret uses stringData only (no base64 data in git)", "data" not in s and bool(s.get("stringData")))
         vals = s.get("stringData", {})
-        check("Secret values are obvious placeholders (change-me...), no real secret in git",
+        check("example Secret values are placeholders (change-me...), which the gateway refuses",
               all(str(v).startswith("change-me") for v in vals.values()), ", ".join(vals))
-        jwt_keys = [k for k in vals if "jwt" in k]
-        check("placeholder JWT secret is >= 32 bytes (the gateway refuses shorter)",
-              all(len(vals[k].encode()) >= 32 for k in jwt_keys) and bool(jwt_keys))
 
     # ---- 6. services ------------------------------------------------------------
     def services() -> None:
@@ -516,39 +555,66 @@ def main() -> int:
                                              for l in ign)]
         check(".dockerignore keeps Cargo.toml, Cargo.lock, src/, benches/, tests/", not excluded, str(excluded))
 
-    # ---- 10. real binary check-config (optional) ---------------------------------------
+        # files the build embeds (include_str!/include_bytes!) must be in the context
+        import fnmatch
+
+        def ignored(path: str) -> bool:
+            out = False
+            parts = path.split("/")
+            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            for line in ign:
+                neg = line.startswith("!")
+                pat = line.lstrip("!").strip("/")
+                if any(fnmatch.fnmatch(p, pat) for p in prefixes):
+                    out = not neg
+            return out
+        embedded = set()
+        for f in (repo / "src").rglob("*.rs"):
+            for rel in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', f.read_text()):
+                embedded.add(os.path.relpath(os.path.normpath(f.parent / rel), repo))
+        missing = sorted(p for p in embedded if ignored(p) or not (repo / p).exists())
+        check("every file the build embeds is in the build context", bool(embedded) and not missing,
+              f"missing: {missing}" if missing else f"{len(embedded)} files")
+
+    # ---- 10, 11. deploy steps and monitoring (check_steps.py) -----------------------
+    def readme_steps() -> None:
+        check_steps.readme_steps(check, repo, kdir, args.kubectl, ctx)
+
+    def monitoring() -> None:
+        check_steps.monitoring(check, repo, args.kubectl)
+
+    # ---- 12. real binary check-config (optional) ---------------------------------------
     def binary_check() -> None:
         b = args.binary
         if not b:
             print("skip: no fresh cph-gateway binary (set CPHGW_BIN=path, or build target/{release,debug}/cph-gateway)")
             return
         cm = ctx["cm"]
-        secret_vals = one("Secret").get("stringData", {})
-        with tempfile.TemporaryDirectory() as tmp:
-            for k, v in cm["data"].items():
-                Path(tmp, k).write_text(v)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CPHGW")}
-            env.update(ctx["plain_env"])
-            for e in ctx["container"].get("env", []):
-                ref = ((e.get("valueFrom") or {}).get("secretKeyRef") or {})
-                if ref:
-                    env[e["name"]] = secret_vals[ref["key"]]
-            env["CPHGW__TENANTS__FILE"] = str(Path(tmp, "tenants.toml"))  # the mount path, locally
-            # Secret files the config names: written locally from the Secret's
-            # placeholders, their keys pointed there.
-            vols = {v["name"]: v for v in ctx["dep"]["spec"]["template"]["spec"].get("volumes", [])}
-            for name, cred in ctx["cfg_raw"].get("iam", {}).get("credentials", {}).items():
-                for key, value in cred.items():
-                    mount = secret_mount(ctx["container"], vols, value) if key.endswith("_file") else None
-                    if mount and mount[1] in secret_vals:
-                        local = Path(tmp, f"{name}.{key}")
-                        local.write_text(secret_vals[mount[1]])
-                        env[f"CPHGW__IAM__CREDENTIALS__{name.upper()}__{key.upper()}"] = str(local)
-            p = subprocess.run([b, "check-config", "--config", str(Path(tmp, "gateway.toml"))],
-                               env=env, capture_output=True, text=True, timeout=60)
-            out = (p.stdout + p.stderr).strip().replace("\n", " | ")
-            check(f"{b} check-config accepts the ConfigMap (with the container's env)", p.returncode == 0,
-                  out or f"exit {p.returncode}")
+        placeholders = ctx["example_secret"].get("stringData", {})
+
+        def run(values: dict[str, str]) -> tuple[int, str]:
+            with tempfile.TemporaryDirectory() as tmp:
+                for k, v in cm["data"].items():
+                    Path(tmp, k).write_text(v)
+                env = {k: v for k, v in os.environ.items() if not k.startswith("CPHGW")}
+                env.update(ctx["plain_env"])
+                env["CPHGW__TENANTS__FILE"] = str(Path(tmp, "tenants.toml"))  # the mount path, locally
+                # each secret file the config names, where the Secret volume would put it
+                for key, item in ctx["secret_files"].items():
+                    Path(tmp, "secret-" + item).write_text(values[item])
+                    env["CPHGW__" + key.upper().replace(".", "__")] = f'"{Path(tmp, "secret-" + item)}"'
+                p = subprocess.run([b, "check-config", "--config", str(Path(tmp, "gateway.toml"))],
+                                   env=env, capture_output=True, text=True, timeout=60)
+                return p.returncode, (p.stdout + p.stderr).strip().replace("\n", " | ")
+
+        real = {k: "s3cret-" + os.urandom(16).hex() for k in placeholders}
+        for key, item in ctx["secret_files"].items():
+            code, out = run({**real, item: placeholders[item]})
+            check(f"{b} check-config refuses the example Secret's placeholder {item}, naming {key} (pods fail fast)",
+                  code == 1 and key in out and "placeholder" in out, out or f"exit {code}")
+        code, out = run(real)
+        check(f"{b} check-config accepts the ConfigMap with real-looking secrets (the container's env)",
+              code == 0, out or f"exit {code}")
 
     group("Kubernetes schemas (kubernetes-validate, offline)", schemas)
     group("kustomization", kustomization)
@@ -559,6 +625,8 @@ def main() -> int:
     group("HPA and PDB", hpa_pdb)
     group("NetworkPolicy", netpol)
     group("Dockerfile and .dockerignore", dockerfile_checks)
+    group("deploy/README.md steps in order", readme_steps)
+    group("monitoring (PrometheusRule, Grafana dashboard)", monitoring)
     group("check-config with the real binary", binary_check)
 
     failed = [r for r in results if not r[0]]

@@ -9,7 +9,10 @@
 # 2. renders the kustomize base deploy/kubernetes with a real kubectl kustomize;
 # 3. runs deploy/check_manifests.py on the result: strict Kubernetes schema
 #    validation (oldest supported 1.32 and the newest schemas shipped), the
-#    properties the deployment must have, the Dockerfile and .dockerignore;
+#    properties the deployment must have, the Dockerfile and .dockerignore,
+#    deploy/README.md's steps in order (the Secret command run with
+#    --dry-run=client), the monitoring files (deploy/monitoring: PromQL
+#    parsed, metrics checked against the README's list, alerts = README's);
 #    and `cph-gateway check-config` on the ConfigMap's config when a fresh
 #    binary is at hand (CPHGW_BIN=path, or target/{release,debug}/cph-gateway
 #    newer than the sources; else that check is skipped, and says so).
@@ -23,8 +26,10 @@ start=$SECONDS
 DEPLOY_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname -- "$DEPLOY_DIR")
 CACHE_DIR=${CPHGW_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/cph-gateway-ci}
-VENV=$CACHE_DIR/venv
 REQUIREMENTS=$DEPLOY_DIR/requirements-validate.txt
+# One venv per set of requirements, so that checkouts with other pins do not
+# rebuild each other's.
+VENV=$CACHE_DIR/venv-$(sha256sum "$REQUIREMENTS" | cut -c1-12)
 PYTHON=${PYTHON:-python3}
 
 log() { printf '%s\n' "validate: $*"; }
@@ -45,7 +50,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
 want_stamp="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
 have_stamp=$(cat "$VENV/.cph-gateway-stamp" 2>/dev/null || true)
 if [[ "$want_stamp" == "$have_stamp" ]] \
-    && "$VENV/bin/python" -c 'import kubernetes_validate, yaml, dockerfile' 2>/dev/null \
+    && "$VENV/bin/python" -c 'import kubernetes_validate, yaml, dockerfile, promql_parser' 2>/dev/null \
     && [[ -x "$VENV/bin/kubectl" ]]; then
     log "tools: cached venv $VENV"
 else
@@ -104,7 +109,9 @@ BIN=${CPHGW_BIN:-}
 if [[ -z "$BIN" ]]; then
     for candidate in "$REPO_DIR/target/release/cph-gateway" "$REPO_DIR/target/debug/cph-gateway"; do
         [[ -x "$candidate" ]] || continue
+        # (the build also embeds the docs and manifests: src/config/placeholder.rs)
         newer=$(find "$REPO_DIR/src" "$REPO_DIR/Cargo.toml" "$REPO_DIR/Cargo.lock" \
+            "$REPO_DIR/README.md" "$REPO_DIR/config" "$REPO_DIR/deploy/README.md" "$REPO_DIR/deploy/kubernetes" \
             -newer "$candidate" -print -quit 2>/dev/null || true)
         if [[ -z "$newer" ]]; then BIN=$candidate; break; fi
     done
@@ -113,7 +120,7 @@ fi
 
 rc=0
 "$VENV/bin/python" "$DEPLOY_DIR/check_manifests.py" \
-    --rendered "$RENDERED" --repo "$REPO_DIR" --binary "$BIN" || rc=$?
+    --rendered "$RENDERED" --repo "$REPO_DIR" --binary "$BIN" --kubectl "$KUBECTL" || rc=$?
 
 log "took $((SECONDS - start)) s"
 if [[ $rc -ne 0 ]]; then

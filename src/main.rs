@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the gateway (caller API on server.listen, admin API on server.admin_listen).
     Serve(ConfigArg),
-    /// Validate a config and its tenants file without serving; exit 0 if it can work, 1 if not.
+    /// Validate a config and its tenants file without serving (with --online, also try IAM and the JWKS); exit 0 if it can work, 1 if not.
     CheckConfig(CheckArgs),
     /// Run the local CPH + IAM simulator (for tests, demos and benchmarks).
     Sim(Box<SimArgs>),

@@ -1,30 +1,31 @@
 //! Caller authentication: JWT verification against the configured key sources
-//! (HS256 secret, RS256/ES256 PEM public keys, JWKS), with a bounded cache of
-//! verified tokens.
+//! (HS256 secrets, RS256/ES256 PEM public keys, JWKS), with a bounded cache of
+//! verified tokens. A cached token is only served while the key that verified
+//! it is still configured (JWKS refreshed, HS256 secret rotated); admin tokens
+//! must come from an asymmetric key unless `auth.allow_hs256_admin`.
 //!
 //! The algorithm always comes from the key, never from the token: a token is
 //! checked only against keys whose algorithm equals the token's `alg`, so an
 //! HS256 token "signed" with an RSA public key never meets an RSA key.
 
+mod claims;
 mod jwks;
 mod keys;
 mod mint;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use secrecy::ExposeSecret;
-use serde_json::{Map, Value};
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 
 use crate::config::{AuthConfig, ConfigError};
 use crate::domain::TenantId;
 use jwks::Jwks;
-use keys::{Key, pem_key};
+use keys::{Key, hs256_keys, is_asymmetric, pem_key};
 
+pub use jwks::JwksStatus;
 pub use mint::mint_hs256;
 
 /// Who is calling, read from a verified JWT.
@@ -37,6 +38,9 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// `exp` as seconds since the epoch.
     pub expires_at: u64,
+    /// Whether the token was signed with an asymmetric key (RS256, ES256,
+    /// EdDSA, ...), not an HS256 shared secret.
+    pub asymmetric_key: bool,
 }
 
 impl Caller {
@@ -69,6 +73,14 @@ pub enum AuthError {
     Audience,
     #[error("required claim missing or invalid")]
     Claims,
+    #[error("a claim appears twice")]
+    DuplicateClaim,
+    #[error("token issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("token lifetime (exp - iat, or exp - now) over auth.max_token_lifetime_s")]
+    Lifetime,
+    #[error("the token's key is unknown: no key set could be fetched from auth.jwks_url yet")]
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -84,6 +96,10 @@ impl AuthError {
             AuthError::Issuer => "issuer",
             AuthError::Audience => "audience",
             AuthError::Claims => "claims",
+            AuthError::DuplicateClaim => "duplicate_claim",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::Lifetime => "lifetime",
+            AuthError::KeysUnavailable => "jwks_unavailable",
         }
     }
 }
@@ -91,18 +107,27 @@ impl AuthError {
 /// Verifies caller JWTs.
 pub struct Authenticator {
     cfg: AuthConfig,
-    /// Keys configured statically (HS256 secret, PEM files).
-    static_keys: Vec<Key>,
-    jwks: Option<Jwks>,
-    /// Verified tokens by SHA-256 of the token, until their `exp`.
-    verified: moka::sync::Cache<[u8; 32], Arc<Caller>>,
+    /// Keys from PEM files (they never change).
+    pem_keys: Vec<Key>,
+    jwks: Option<Arc<Jwks>>,
+    /// Verified tokens by SHA-256 of the token, until their `exp`, with the
+    /// id of the key that verified them.
+    verified: moka::sync::Cache<[u8; 32], Verified>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    caller: Arc<Caller>,
+    key: u64,
 }
 
 struct ExpireAtExp;
 
-impl moka::Expiry<[u8; 32], Arc<Caller>> for ExpireAtExp {
-    fn expire_after_create(&self, _: &[u8; 32], c: &Arc<Caller>, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(c.expires_at.saturating_sub(now_s())))
+impl moka::Expiry<[u8; 32], Verified> for ExpireAtExp {
+    fn expire_after_create(&self, _: &[u8; 32], v: &Verified, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(
+            v.caller.expires_at.saturating_sub(now_s()),
+        ))
     }
 }
 
@@ -113,13 +138,7 @@ fn now_s() -> u64 {
 impl Authenticator {
     /// Builds the key set; fails (naming the key) on an unusable PEM file.
     pub fn new(cfg: AuthConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
-        let mut static_keys = Vec::new();
-        if let Some(secret) = &cfg.hs256_secret {
-            static_keys.push(Key {
-                alg: Algorithm::HS256,
-                key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
-            });
-        }
+        let mut pem_keys = Vec::new();
         for (i, (path, pem)) in cfg.public_keys.iter().enumerate() {
             let key = pem_key(pem).ok_or_else(|| {
                 ConfigError::new(
@@ -127,15 +146,15 @@ impl Authenticator {
                     format!("{} is not an RSA or EC public key in PEM", path.display()),
                 )
             })?;
-            static_keys.push(key);
+            pem_keys.push(key);
         }
-        let jwks = cfg.jwks_url.clone().map(|url| Jwks {
-            url,
-            http,
-            keys: ArcSwap::default(),
-            last_refresh: Mutex::new(None),
-            cooldown: cfg.jwks_refresh_cooldown,
-            fetches: Default::default(),
+        let jwks = cfg.jwks_url.clone().map(|url| {
+            Arc::new(Jwks::new(
+                url,
+                http,
+                cfg.jwks_refresh_interval,
+                cfg.jwks_refresh_cooldown,
+            ))
         });
         let verified = moka::sync::Cache::builder()
             .max_capacity(cfg.verified_token_cache)
@@ -143,14 +162,14 @@ impl Authenticator {
             .build();
         Ok(Self {
             cfg,
-            static_keys,
+            pem_keys,
             jwks,
             verified,
         })
     }
 
     /// Loads the JWKS, if one is configured. A failure is logged, not fatal:
-    /// keys are fetched again on the first unknown `kid`.
+    /// keys are fetched again on the first unknown `kid` and on the timer.
     pub async fn init(&self) {
         if let Some(jwks) = &self.jwks
             && let Err(e) = jwks.fetch().await
@@ -159,11 +178,38 @@ impl Authenticator {
         }
     }
 
+    /// The task that re-fetches the JWKS when it is due (none without a
+    /// JWKS URL).
+    pub fn jwks_refresher(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.jwks.clone().map(Jwks::refresh_on_timer)
+    }
+
+    /// Fetches the JWKS now (`check-config --online`).
+    pub async fn fetch_jwks(&self) -> Option<Result<usize, String>> {
+        let jwks = self.jwks.as_ref()?;
+        Some(jwks.fetch().await.map(|()| jwks.status().keys))
+    }
+
     /// How many times the JWKS was fetched (for tests and metrics).
     pub fn jwks_fetches(&self) -> u64 {
-        self.jwks
-            .as_ref()
-            .map_or(0, |j| j.fetches.load(std::sync::atomic::Ordering::Relaxed))
+        self.jwks.as_ref().map_or(0, |j| j.fetches())
+    }
+
+    /// The JWKS state, if one is configured.
+    pub fn jwks_status(&self) -> Option<JwksStatus> {
+        self.jwks.as_ref().map(|j| j.status())
+    }
+
+    /// The admin role check: the role, and an asymmetric key unless
+    /// `auth.allow_hs256_admin`.
+    pub fn admin_check(&self, caller: &Caller) -> Result<(), String> {
+        if !caller.has_role(&self.cfg.admin_role) {
+            return Err(format!("the {} role is required", self.cfg.admin_role));
+        }
+        if !caller.asymmetric_key && !self.cfg.allow_hs256_admin {
+            return Err("admin tokens must be signed with an asymmetric key (RS256, ES256, EdDSA); HS256 admin tokens are refused unless auth.allow_hs256_admin = true".into());
+        }
+        Ok(())
     }
 
     /// Verifies the value of an `Authorization` header.
@@ -186,29 +232,57 @@ impl Authenticator {
             return Err(AuthError::Malformed);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(caller) = self.verified.get(&digest) {
+        if let Some(v) = self.verified.get(&digest) {
             // The cache entry expires at `exp`; a token past `exp + leeway`
-            // can still be found between expiry and eviction, so check.
-            if caller.expires_at.saturating_add(self.cfg.leeway_s) >= now_s() {
-                return Ok(caller);
+            // can still be found between expiry and eviction, so check. A
+            // token whose key is gone (withdrawn from the JWKS, a rotated
+            // HS256 secret) is verified again, and then refused.
+            if v.caller.expires_at.saturating_add(self.cfg.leeway_s) >= now_s()
+                && self.key_is_live(v.key)
+            {
+                return Ok(v.caller);
             }
+            self.verified.invalidate(&digest);
         }
-        let caller = Arc::new(self.verify_uncached(token).await?);
-        self.verified.insert(digest, caller.clone());
+        let (caller, key) = self.verify_uncached(token).await?;
+        let caller = Arc::new(caller);
+        self.verified.insert(
+            digest,
+            Verified {
+                caller: caller.clone(),
+                key,
+            },
+        );
         Ok(caller)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Caller, AuthError> {
+    /// Whether the key with this id still verifies tokens.
+    fn key_is_live(&self, id: u64) -> bool {
+        self.pem_keys.iter().any(|k| k.id == id)
+            || self.jwks.as_ref().is_some_and(|j| j.has(id))
+            || self.hs256_keys().iter().any(|k| k.id == id)
+    }
+
+    fn hs256_keys(&self) -> Vec<Key> {
+        let secrets = [&self.cfg.hs256_secret, &self.cfg.hs256_previous_secret];
+        hs256_keys(secrets.into_iter().flatten().map(|s| &**s))
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let candidates = self.candidates(header.alg, header.kid.as_deref()).await?;
         let mut last = AuthError::Signature;
         for key in &candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(
+            match jsonwebtoken::decode::<serde::de::IgnoredAny>(
                 token,
                 &key.key,
                 &self.validation(key.alg),
             ) {
-                Ok(data) => return self.caller(data.claims),
+                Ok(_) => {
+                    let claims = claims::parse(token)?;
+                    let caller = claims::caller(&self.cfg, &claims, now_s(), key.is_asymmetric())?;
+                    return Ok((caller, key.id));
+                }
                 Err(e) => {
                     last = map_error(e.kind());
                     if last != AuthError::Signature {
@@ -223,10 +297,10 @@ impl Authenticator {
     /// The keys a token with this `alg` and `kid` may be checked against.
     async fn candidates(&self, alg: Algorithm, kid: Option<&str>) -> Result<Vec<Key>, AuthError> {
         if let (Some(jwks), Some(kid)) = (&self.jwks, kid) {
-            let mut key = jwks.keys.load().get(kid).cloned();
+            let mut key = jwks.get(kid);
             if key.is_none() {
                 jwks.refresh_for_unknown_kid().await;
-                key = jwks.keys.load().get(kid).cloned();
+                key = jwks.get(kid);
             }
             if let Some(key) = key {
                 return if key.alg == alg {
@@ -238,19 +312,26 @@ impl Authenticator {
             // An unknown kid may still name a static key (PEM files carry
             // no kid); fall through to them.
         }
-        let mut keys: Vec<Key> = self
-            .static_keys
-            .iter()
-            .filter(|k| k.alg == alg)
-            .cloned()
-            .collect();
+        let mut keys: Vec<Key> = if alg == Algorithm::HS256 {
+            self.hs256_keys()
+        } else {
+            self.pem_keys
+                .iter()
+                .filter(|k| k.alg == alg)
+                .cloned()
+                .collect()
+        };
         if keys.is_empty()
             && let Some(jwks) = &self.jwks
         {
+            // Only a JWKS could have the key: say so if none was ever had.
+            if is_asymmetric(alg) && jwks.never_fetched() {
+                return Err(AuthError::KeysUnavailable);
+            }
             if kid.is_some() {
                 return Err(AuthError::UnknownKey);
             }
-            keys.extend(jwks.keys.load().values().filter(|k| k.alg == alg).cloned());
+            keys.extend(jwks.keys_for(alg));
         }
         if keys.is_empty() {
             return Err(AuthError::Algorithm);
@@ -267,40 +348,6 @@ impl Authenticator {
         v.validate_nbf = true;
         v.leeway = self.cfg.leeway_s;
         v
-    }
-
-    fn caller(&self, claims: Map<String, Value>) -> Result<Caller, AuthError> {
-        // RFC 7519: `iss` is one string (the library also accepts an array
-        // that contains the issuer).
-        if !claims.get("iss").is_some_and(Value::is_string) {
-            return Err(AuthError::Issuer);
-        }
-        let subject = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(AuthError::Claims),
-        };
-        let expires_at = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or(AuthError::Claims)?;
-        let tenant = claims
-            .get(&self.cfg.tenant_claim)
-            .and_then(Value::as_str)
-            .and_then(|t| TenantId::parse(t).ok());
-        let roles = match claims.get(&self.cfg.roles_claim) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect(),
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        Ok(Caller {
-            subject,
-            tenant,
-            roles,
-            expires_at,
-        })
     }
 }
 

@@ -15,8 +15,10 @@ pub struct CheckArgs {
     /// Path of the gateway's TOML config (see config/gateway.toml).
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Also try the credentials the tenants use (a signed CPH call per AK/SK
-    /// credential); one line each, PASS or FAIL with the reason.
+    /// Also try what the config names: an IAM token per password credential
+    /// (and region) a tenant uses, a signed CPH call per AK/SK credential a
+    /// tenant uses, the JWKS fetch; one line each, PASS or FAIL with the
+    /// reason. Exit 1 if any fails.
     #[arg(long)]
     pub online: bool,
 }
@@ -49,8 +51,7 @@ pub async fn check_config(args: CheckArgs) -> Result<(), String> {
     if !args.online {
         return Ok(());
     }
-    let mut lines = Vec::new();
-    lines.extend(aksk_credentials(&state).await);
+    let lines = online(&state).await;
     for line in &lines {
         line.print();
     }
@@ -61,26 +62,61 @@ pub async fn check_config(args: CheckArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The first project of each credential used by a tenant, in credential
-/// name order.
-fn used_credentials(state: &AppState, kind: CredentialKind) -> Vec<Arc<Project>> {
+/// Every online check, in order. Adding a check is adding one function
+/// here.
+async fn online(state: &AppState) -> Vec<Line> {
+    let mut lines = Vec::new();
+    lines.extend(iam_tokens(state).await);
+    lines.extend(aksk_credentials(state).await);
+    lines.extend(jwks(state).await);
+    lines
+}
+
+/// The first project of each credential of `kind` used by a tenant, in
+/// credential name order; with `per_region`, of each credential and region.
+fn used_credentials(state: &AppState, kind: CredentialKind, per_region: bool) -> Vec<Arc<Project>> {
     let registry = state.tenants.load();
-    let mut first: BTreeMap<Arc<str>, Arc<Project>> = BTreeMap::new();
+    let mut first: BTreeMap<(Arc<str>, &str), Arc<Project>> = BTreeMap::new();
     for project in registry.projects() {
         let credential = state.config.iam.credentials.get(&*project.credential);
         if credential.is_some_and(|c| c.kind() == kind) {
+            let region = if per_region {
+                project.region.as_str()
+            } else {
+                ""
+            };
             first
-                .entry(project.credential.clone())
+                .entry((project.credential.clone(), region))
                 .or_insert_with(|| project.clone());
         }
     }
     first.into_values().collect()
 }
 
+/// An IAM token per password credential and region used by a tenant: the
+/// password, the user, the domain, the region's IAM endpoint and the project
+/// are all tried (a region of the right shape that does not exist fails here).
+async fn iam_tokens(state: &AppState) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for project in used_credentials(state, CredentialKind::Password, true) {
+        let result = state.upstream.credentials.iam().probe(&project).await;
+        lines.push(Line {
+            what: format!(
+                "IAM token of credential {:?} (project {}, region {})",
+                &*project.credential,
+                project.id,
+                project.region.as_str()
+            ),
+            result: result.map(|()| "issued".into()).map_err(|e| e.reason),
+        });
+    }
+    lines
+}
+
 /// A signed CPH call per AK/SK credential used by a tenant.
 async fn aksk_credentials(state: &AppState) -> Vec<Line> {
     let mut lines = Vec::new();
-    for project in used_credentials(state, CredentialKind::Aksk) {
+    for project in used_credentials(state, CredentialKind::Aksk, false) {
         let result = state.upstream.probe_signed(&project).await;
         lines.push(Line {
             what: format!(
@@ -93,4 +129,14 @@ async fn aksk_credentials(state: &AppState) -> Vec<Line> {
         });
     }
     lines
+}
+
+/// The JWKS fetch, if `auth.jwks_url` is set.
+async fn jwks(state: &AppState) -> Option<Line> {
+    let url = state.config.auth.jwks_url.clone()?;
+    let result = state.auth.fetch_jwks().await?;
+    Some(Line {
+        what: format!("JWKS {url}"),
+        result: result.map(|n| format!("{n} usable keys")),
+    })
 }

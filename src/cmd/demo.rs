@@ -1,11 +1,11 @@
 //! `demo`: the simulator and the gateway wired together on loopback.
 
 use clap::Args;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use cph_gateway::config::Config;
+use cph_gateway::config::{Config, ProcessEnv};
 use cph_gateway::{App, auth, shutdown_signal, telemetry};
 use cph_sim::{Faults, Sim, SimOptions, phone_id};
 
@@ -48,12 +48,20 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
 
     let dir = std::env::temp_dir().join(format!("cph-gateway-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tenants_file = dir.join("tenants.toml");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        write_private(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok::<_, String>(path)
+    };
     let tenants = format!(
         "[tenants.{DEMO_TENANT}]\ndefault_project = \"{DEMO_PROJECT}\"\n\n[[tenants.{DEMO_TENANT}.projects]]\nproject_id = \"{DEMO_PROJECT}\"\nregion = \"cn-east-3\"\ncredential = \"default\"\n"
     );
-    std::fs::write(&tenants_file, tenants)
-        .map_err(|e| format!("cannot write {}: {e}", tenants_file.display()))?;
+    let tenants_file = write("tenants.toml", &tenants)?;
+    // The secrets are files of the demo's own, so that the printed `token`
+    // command can load the same config.
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let secret_file = write("jwt-secret", &secret)?;
+    let password_file = write("iam-password", &defaults.iam_password)?;
 
     let listen = free_or_any(args.listen).await;
     let admin_listen = free_or_any(args.admin_listen).await;
@@ -67,7 +75,8 @@ shutdown_grace_ms = 5000
 [auth]
 issuer = "https://idp.demo.local"
 audience = "cph-gateway"
-hs256_secret_env = "DEMO_JWT_SECRET"
+hs256_secret_file = "{secret_file}"
+allow_hs256_admin = true          # the demo's admin token is HS256 too
 
 [iam]
 endpoint = "{sim}"
@@ -75,7 +84,7 @@ endpoint = "{sim}"
 [iam.credentials.default]
 domain = "{domain}"
 user = "{user}"
-password_env = "DEMO_IAM_PASSWORD"
+password_file = "{password_file}"
 
 [upstream]
 cph_endpoint = "{sim}"
@@ -90,17 +99,11 @@ file = "{tenants}"
         domain = defaults.iam_domain,
         user = defaults.iam_user,
         tenants = tenants_file.display(),
+        secret_file = secret_file.display(),
+        password_file = password_file.display(),
     );
-    let secret = hex::encode(rand::random::<[u8; 32]>());
-    let env: BTreeMap<String, String> = [
-        ("DEMO_JWT_SECRET".to_owned(), secret.clone()),
-        (
-            "DEMO_IAM_PASSWORD".to_owned(),
-            defaults.iam_password.clone(),
-        ),
-    ]
-    .into();
-    let config = Config::from_toml(&toml, &env).map_err(|e| e.to_string())?;
+    let config_file = write("gateway.toml", &toml)?;
+    let config = Config::load(&config_file, &ProcessEnv).map_err(|e| e.to_string())?;
     let auth_cfg = config.auth.clone();
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let (addr, admin_addr) = (app.addr(), app.admin_addr());
@@ -152,10 +155,17 @@ Follow a job (use a job_id from the answer above):
 
 curl -s http://{addr}/v1/cloud-phone/jobs/JOB_ID -H 'Authorization: Bearer {caller_jwt}'
 
-Admin: list tenants, metrics:
+Admin: list tenants, this replica's status, metrics:
 
 curl -s http://{admin_addr}/admin/v1/tenants -H 'Authorization: Bearer {admin_jwt}'
+curl -s http://{admin_addr}/admin/v1/status -H 'Authorization: Bearer {admin_jwt}'
 curl -s http://{admin_addr}/metrics
+
+Mint a token for any tenant (e.g. one added with PUT /admin/v1/tenants/TENANT),
+or an admin token, with the demo's config ({config}):
+
+{exe} token --tenant TENANT --config {config}
+{exe} token --admin --subject you --config {config}
 
 Press Ctrl-C to stop.
 "#,
@@ -165,6 +175,10 @@ Press Ctrl-C to stop.
         p1 = phones[1],
         p2 = phones[2],
         big = big_file.display(),
+        config = config_file.display(),
+        exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "cph-gateway".into()),
     );
 
     shutdown_signal().await;
@@ -172,4 +186,14 @@ Press Ctrl-C to stop.
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Writes a file readable by its owner only (the demo's secrets and config).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }

@@ -34,7 +34,8 @@ pub fn token(args: TokenArgs) -> Result<(), String> {
         .auth
         .hs256_secret
         .as_ref()
-        .ok_or("the config has no auth.hs256_secret_env: `token` mints HS256 tokens only")?;
+        .ok_or("the config has no auth.hs256_secret_env (or hs256_secret_file): `token` mints HS256 tokens only")?
+        .current();
     let roles: Vec<&str> = if args.admin {
         vec![config.auth.admin_role.as_str()]
     } else {

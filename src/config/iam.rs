@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::load::{Env, check_endpoint};
+use super::placeholder;
 use super::secret::{Secret, SecretSource, one_source};
 
 #[derive(Debug, Deserialize)]
@@ -229,10 +230,11 @@ impl RawCredential {
         )?;
         let security_token = match self.security_token_file {
             Some(path) => {
-                let token = Secret::load(
+                let token = Secret::load_checked(
                     &format!("{key}.security_token_file"),
                     SecretSource::File(path),
                     env,
+                    placeholder::not_placeholder,
                 )?;
                 check_header_safe(&token)?;
                 Some(token)
@@ -247,7 +249,8 @@ impl RawCredential {
     }
 }
 
-/// The secret named by `{name}_env` or `{name}_file` (exactly one).
+/// The secret named by `{name}_env` or `{name}_file` (exactly one); never
+/// a placeholder.
 fn secret(
     key: &str,
     name: &str,
@@ -260,7 +263,7 @@ fn secret(
         SecretSource::Env(_) => format!("{key}.{name}_env"),
         SecretSource::File(_) => format!("{key}.{name}_file"),
     };
-    Secret::load(&source_key, source, env)
+    Secret::load_checked(&source_key, source, env, placeholder::not_placeholder)
 }
 
 /// A value sent in a header (the access key, the security token) must be

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use secrecy::SecretString;
-
 use super::error::ConfigError;
 
 /// Prefix of environment variables that override config keys.
@@ -104,19 +102,5 @@ pub(super) fn positive<T: PartialOrd + Default + Copy>(key: &str, v: T) -> Resul
         Ok(v)
     } else {
         Err(ConfigError::new(key, "must be greater than 0"))
-    }
-}
-
-pub(super) fn read_secret_env(
-    key: &str,
-    env: &dyn Env,
-    var: &str,
-) -> Result<SecretString, ConfigError> {
-    match env.var(var) {
-        Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
-        _ => Err(ConfigError::new(
-            key,
-            format!("environment variable {var} is not set or empty"),
-        )),
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod iam;
 mod limits;
 mod load;
+mod placeholder;
 mod secret;
 mod server;
 mod store;
@@ -20,11 +21,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use auth::AuthConfig;
+pub use auth::{AuthConfig, JWKS_REFRESH_RANGE};
 pub use error::ConfigError;
 pub use iam::{AkSkCredential, Credential, CredentialKind, IamConfig, PasswordCredential};
 pub use limits::LimitsConfig;
 pub use load::{ENV_PREFIX, Env, ProcessEnv};
+pub use placeholder::placeholder;
 pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
 pub use store::{IdempotencyConfig, StoreConfig, TrackingConfig};
@@ -102,10 +104,11 @@ impl Config {
 impl Config {
     /// Every secret read from a file, for the watcher that re-reads them.
     pub fn file_secrets(&self) -> Vec<&Secret> {
-        self.iam
-            .credentials
-            .values()
-            .flat_map(|c| c.secrets())
+        let auth = [&self.auth.hs256_secret, &self.auth.hs256_previous_secret];
+        auth.into_iter()
+            .flatten()
+            .map(|s| &**s)
+            .chain(self.iam.credentials.values().flat_map(|c| c.secrets()))
             .chain(self.store.url.as_deref())
             .filter(|s| matches!(s.source(), SecretSource::File(_)))
             .collect()
@@ -237,6 +240,51 @@ hs256_secret_env = "S"
                 "iam.credentials.x",
             ),
             (MINIMAL, &[("S", "short")], "auth.hs256_secret_env"),
+            (
+                MINIMAL,
+                &[("S", "change-me-to-a-32-byte-or-longer-secret")],
+                "auth.hs256_secret_env",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__AUTH__JWKS_REFRESH_INTERVAL_S", "59")],
+                "auth.jwks_refresh_interval_s",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__AUTH__JWKS_REFRESH_INTERVAL_S", "86401")],
+                "auth.jwks_refresh_interval_s",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__AUTH__MAX_TOKEN_LIFETIME_S", "0")],
+                "auth.max_token_lifetime_s",
+            ),
+            (
+                MINIMAL,
+                &[
+                    SECRET,
+                    ("CPHGW__AUTH__HS256_PREVIOUS_SECRET_ENV", "P"),
+                    ("P", "short"),
+                ],
+                "auth.hs256_previous_secret_env",
+            ),
+            (
+                MINIMAL,
+                &[SECRET, ("CPHGW__AUTH__HS256_SECRET_FILE", "\"/x\"")],
+                "auth.hs256_secret_env",
+            ),
+            (
+                MINIMAL,
+                &[
+                    SECRET,
+                    ("CPHGW__IAM__CREDENTIALS__X__DOMAIN", "d"),
+                    ("CPHGW__IAM__CREDENTIALS__X__USER", "u"),
+                    ("CPHGW__IAM__CREDENTIALS__X__PASSWORD_ENV", "P"),
+                    ("P", "change-me-iam-password"),
+                ],
+                "iam.credentials.x.password_env",
+            ),
         ];
         for (text, vars, key) in cases {
             let err = Config::from_toml(text, &env(vars)).unwrap_err();
@@ -244,6 +292,71 @@ hs256_secret_env = "S"
                 err.key.starts_with(key),
                 "{vars:?}: {err} does not name {key}"
             );
+        }
+    }
+
+    #[test]
+    fn contract_defaults_of_the_new_auth_keys() {
+        let c = Config::from_toml(MINIMAL, &env(&[SECRET])).unwrap();
+        assert_eq!(c.auth.max_token_lifetime_s, 86_400);
+        assert_eq!(c.auth.jwks_refresh_interval, Duration::from_secs(600));
+        assert!(!c.auth.allow_hs256_admin);
+        assert!(c.auth.hs256_previous_secret.is_none());
+    }
+
+    #[test]
+    fn hs256_secrets_from_files_are_watched_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cur, prev) = (dir.path().join("cur"), dir.path().join("prev"));
+        std::fs::write(&cur, "0123456789abcdef0123456789abcdef-current\n").unwrap();
+        std::fs::write(&prev, "0123456789abcdef0123456789abcdef-previous\n").unwrap();
+        let text = format!(
+            "[auth]\nissuer = \"https://idp\"\nhs256_secret_file = {:?}\nhs256_previous_secret_file = {:?}\n",
+            cur.display().to_string(),
+            prev.display().to_string()
+        );
+        let c = Config::from_toml(&text, &env(&[])).unwrap();
+        assert_eq!(c.file_secrets().len(), 2);
+        let secret = c.auth.hs256_secret.as_ref().unwrap();
+        // A placeholder or short value written later is not taken.
+        std::fs::write(&cur, "change-me-to-a-32-byte-or-longer-secret").unwrap();
+        assert!(secret.refresh().unwrap_err().contains("placeholder"));
+        std::fs::write(&cur, "short").unwrap();
+        assert!(secret.refresh().unwrap_err().contains("32 bytes"));
+        assert!(secret.current().expose_secret().ends_with("-current"));
+        std::fs::write(&cur, "0123456789abcdef0123456789abcdef-rotated").unwrap();
+        assert_eq!(secret.refresh(), Ok(true));
+        assert!(secret.current().expose_secret().ends_with("-rotated"));
+        // A placeholder file is refused at start, naming the key.
+        std::fs::write(&prev, "change-me-please-0123456789abcdef0123").unwrap();
+        let err = Config::from_toml(&text, &env(&[])).unwrap_err();
+        assert_eq!(err.key, "auth.hs256_previous_secret_file");
+        assert!(!err.to_string().contains("please"), "{err}");
+        // A previous secret alone is refused.
+        let alone = format!(
+            "[auth]\nissuer = \"https://idp\"\njwks_url = \"https://idp/jwks\"\nhs256_previous_secret_file = {:?}\n",
+            cur.display().to_string()
+        );
+        let err = Config::from_toml(&alone, &env(&[])).unwrap_err();
+        assert!(err.key.starts_with("auth.hs256_previous_secret"), "{err}");
+    }
+
+    #[test]
+    fn a_private_key_where_a_public_one_is_expected_is_refused() {
+        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+        for (i, file) in ["rsa-private.pem", "ec-private.pem"].iter().enumerate() {
+            let list = format!(
+                "[{:?}, {:?}]",
+                keys.join("rsa-public.pem").display().to_string(),
+                keys.join(file).display().to_string()
+            );
+            let err = Config::from_toml(
+                MINIMAL,
+                &env(&[SECRET, ("CPHGW__AUTH__PUBLIC_KEY_FILES", &list)]),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "auth.public_key_files[1]", "{i}: {err}");
+            assert!(err.msg.contains("PRIVATE key"), "{err}");
         }
     }
 

@@ -33,6 +33,10 @@ struct Stamp {
     len: u64,
 }
 
+/// What a value must satisfy to be used (e.g. a length, not a placeholder);
+/// the message says why not, without the value.
+pub type SecretCheck = fn(&str) -> Result<(), String>;
+
 /// A secret value and where it comes from. `Debug` never shows the value.
 #[derive(Debug)]
 pub struct Secret {
@@ -41,6 +45,13 @@ pub struct Secret {
     source: SecretSource,
     value: ArcSwap<SecretString>,
     stamp: std::sync::Mutex<Option<Stamp>>,
+    /// Applied at load and to every re-read value; a value that fails it is
+    /// refused (at start) or not taken (later: the last good one stays).
+    check: SecretCheck,
+}
+
+fn no_check(_: &str) -> Result<(), String> {
+    Ok(())
 }
 
 /// The largest secret file read (a secret is a line, not a document).
@@ -49,6 +60,17 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 impl Secret {
     /// Reads the secret now; fails naming `key` if it is missing or empty.
     pub fn load(key: &str, source: SecretSource, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::load_checked(key, source, env, no_check)
+    }
+
+    /// Like [`Secret::load`], and the value (now and after every change of
+    /// the file) must pass `check`.
+    pub fn load_checked(
+        key: &str,
+        source: SecretSource,
+        env: &dyn Env,
+        check: SecretCheck,
+    ) -> Result<Self, ConfigError> {
         let (value, stamp) = match &source {
             SecretSource::Env(var) => match env.var(var) {
                 Some(v) if !v.is_empty() => (v, None),
@@ -64,11 +86,14 @@ impl Secret {
                 (v, Some(stamp))
             }
         };
+        check(&value)
+            .map_err(|why| ConfigError::new(key, format!("{}: {why}", describe(&source))))?;
         Ok(Self {
             key: key.to_owned(),
             source,
             value: ArcSwap::from_pointee(SecretString::from(value)),
             stamp: std::sync::Mutex::new(stamp),
+            check,
         })
     }
 
@@ -79,6 +104,7 @@ impl Secret {
             source: SecretSource::Env(String::new()),
             value: ArcSwap::from_pointee(SecretString::from(value.to_owned())),
             stamp: std::sync::Mutex::new(None),
+            check: no_check,
         }
     }
 
@@ -114,9 +140,20 @@ impl Secret {
             return Ok(false);
         }
         let (value, read) = read_file(path).map_err(|e| format!("{}: {e}", self.key))?;
+        // A value that fails the check is not taken, and not retried until
+        // the file changes again.
         *stamp = Some(read);
+        (self.check)(&value).map_err(|why| format!("{}: {}: {why}", self.key, path.display()))?;
         self.value.store(Arc::new(SecretString::from(value)));
         Ok(true)
+    }
+}
+
+/// Where a secret comes from, for messages (never its value).
+fn describe(source: &SecretSource) -> String {
+    match source {
+        SecretSource::Env(var) => format!("the secret in environment variable {var}"),
+        SecretSource::File(path) => format!("the secret in {}", path.display()),
     }
 }
 

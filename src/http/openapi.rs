@@ -6,7 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorJson;
-use super::routes::{admin, jobs, stop, stops};
+use super::routes::status::{CredentialState, JwksState, Status, StoreState, TenantsState};
+use super::routes::{admin, jobs, status, stop, stops};
 use crate::stop::merge::{JobEntry, StopResponse};
 use crate::stop::plan::StopRequest;
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
@@ -30,8 +31,9 @@ use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
         admin::delete,
         admin::reload,
         admin::audit,
+        status::status,
     ),
-    components(schemas(StopRequest, StopResponse, JobEntry, ErrorJson, TenantSpec, ProjectSpec, TenantsFile)),
+    components(schemas(StopRequest, StopResponse, JobEntry, ErrorJson, TenantSpec, ProjectSpec, TenantsFile, Status, TenantsState, StoreState, JwksState, CredentialState)),
     modifiers(&BearerJwt),
     security(("bearer_jwt" = [])),
     tags(

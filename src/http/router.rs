@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use super::middleware::{self, method_not_allowed, named, not_found};
-use super::routes::{admin, health, jobs, stop, stops};
+use super::routes::{admin, health, jobs, status, stop, stops};
 use super::state::AppState;
 
 /// The caller API router.
@@ -63,6 +63,10 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .route(
             "/admin/v1/reload",
             named("admin_reload", false, post(admin::reload)),
+        )
+        .route(
+            "/admin/v1/status",
+            named("admin_status", false, get(status::status)),
         )
         .route("/healthz", named("healthz", true, get(health::healthz)))
         .route("/readyz", named("readyz", true, get(health::readyz)))

@@ -127,6 +127,7 @@ impl App {
             state.config.tenants.watch_interval,
         ));
         let secrets = tokio::spawn(watch_secrets(state.config.clone()));
+        let jwks = state.auth.jwks_refresher().map(tokio::spawn);
         #[cfg(unix)]
         let hup = tokio::spawn(reload_on_sighup(state.clone(), self.hangup));
         #[cfg(not(unix))]
@@ -143,6 +144,9 @@ impl App {
         secrets.abort();
         if let Some(w) = tls_watcher {
             w.abort();
+        }
+        if let Some(jwks) = jwks {
+            jwks.abort();
         }
         hup.abort();
         match tokio::time::timeout(state.config.server.shutdown_grace, servers).await {

@@ -107,6 +107,9 @@ impl Answer for Attempt {
     fn is_unauthorized(&self) -> bool {
         matches!(self, Attempt::Done(o) if o.is_unauthorized())
     }
+    fn is_answered(&self) -> bool {
+        matches!(self, Attempt::Done(o) if o.is_answered())
+    }
 }
 
 impl Fanout {

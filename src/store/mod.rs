@@ -331,14 +331,17 @@ pub fn etag(spec: &TenantSpec) -> String {
     format!("\"{}\"", hex::encode(&digest[..12]))
 }
 
-/// The revision of a mapping without a store: derived from its content, so
-/// every replica with the same mapping has the same number (below 2^53).
+/// The revision of a mapping without a store: the first 53 bits of the
+/// SHA-256 of the mapping in canonical JSON (tenants sorted by name, fields
+/// in a fixed order), so every replica with the same mapping has the same
+/// number, however its file is formatted, and a JSON number or a Prometheus
+/// gauge holds it exactly.
 pub fn content_revision(file: &TenantsFile) -> u64 {
     let body = serde_json::to_vec(file).unwrap_or_default();
     let digest = Sha256::digest(&body);
     let mut n = [0u8; 8];
     n.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(n) >> 11
+    u64::from_be_bytes(n) & ((1 << 53) - 1)
 }
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectLabel {
     project: String,
 }
@@ -76,9 +81,9 @@ pub struct Metrics {
     store_up: Gauge,
     idempotent_replays: Counter,
     record_failures: Counter,
-    tenants_revision: Gauge<f64, std::sync::atomic::AtomicU64>,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    tenants_revision: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,9 +108,15 @@ impl Metrics {
         let store_up = Gauge::default();
         let idempotent_replays = Counter::default();
         let record_failures = Counter::default();
-        let tenants_revision = Gauge::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let tenants_revision = Gauge::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "cphgw_requests",
@@ -163,11 +174,6 @@ impl Metrics {
             record_failures.clone(),
         );
         registry.register(
-            "cphgw_tenants_revision",
-            "Revision of the tenant mapping this replica serves (the same on every replica with the same mapping)",
-            tenants_revision.clone(),
-        );
-        registry.register(
             "cphgw_store_up",
             "1 if the last call to the shared store succeeded (always 1 without a store)",
             store_up.clone(),
@@ -181,6 +187,16 @@ impl Metrics {
             "cphgw_iam_token_age_seconds",
             "Age of the cached IAM token per project",
             iam_token_age.clone(),
+        );
+        registry.register(
+            "cphgw_build_info",
+            "The gateway's build: version label, value 1",
+            build_info,
+        );
+        registry.register(
+            "cphgw_tenants_revision",
+            "Revision of the tenant mapping in use (the same on replicas with the same mapping)",
+            tenants_revision.clone(),
         );
         Self {
             registry,
@@ -196,10 +212,16 @@ impl Metrics {
             store_up,
             idempotent_replays,
             record_failures,
-            tenants_revision,
             upstream_in_flight,
             iam_token_age,
+            tenants_revision,
         }
+    }
+
+    /// Sets the revision of the tenant mapping in use (below 2^53).
+    pub fn tenants_revision(&self, revision: u64) {
+        self.tenants_revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
@@ -258,11 +280,6 @@ impl Metrics {
                 project: project.to_string(),
             })
             .set(age.as_secs_f64());
-    }
-
-    /// The revision of the mapping served (below 2^53: exact as a float).
-    pub fn tenants_revision(&self, revision: u64) {
-        self.tenants_revision.set(revision as f64);
     }
 
     pub fn idempotent_replay(&self) {

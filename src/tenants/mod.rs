@@ -131,6 +131,11 @@ impl Tenants {
         }
     }
 
+    /// The source reads well again (and holds what is served).
+    pub fn healthy(&self) {
+        self.state().last_error = None;
+    }
+
     /// Keeps why the source could not be read or applied.
     pub fn failed(&self, error: String) {
         self.state().last_error = Some(error);

@@ -21,22 +21,29 @@ pub async fn refresh(
     tenants: &Tenants,
     force: bool,
 ) -> Result<bool, StoreError> {
-    if !force
-        && let Some(served) = tenants.revision()
-        && store.revision().await? == served
-    {
-        return Ok(false);
-    }
-    let snapshot = match store.tenants().await {
-        Ok(s) => s,
+    let read = async {
+        if !force
+            && let Some(served) = tenants.revision()
+            && store.revision().await? == served
+        {
+            return Ok(None);
+        }
+        store.tenants().await.map(Some)
+    };
+    match read.await {
+        Ok(None) => {
+            // Readable again and as served: nothing to report any more.
+            tenants.healthy();
+            Ok(false)
+        }
+        Ok(Some(snapshot)) => tenants
+            .apply(snapshot.revision, snapshot.file)
+            .map_err(StoreError::Invalid),
         Err(e) => {
             tenants.failed(e.to_string());
-            return Err(e);
+            Err(e)
         }
-    };
-    tenants
-        .apply(snapshot.revision, snapshot.file)
-        .map_err(StoreError::Invalid)
+    }
 }
 
 /// Runs for the life of the gateway: applies the schema, loads the mapping,

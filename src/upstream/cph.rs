@@ -105,6 +105,12 @@ impl Answer for CallOutcome {
     fn is_unauthorized(&self) -> bool {
         matches!(self, CallOutcome::Rejected { status, .. } if *status == StatusCode::UNAUTHORIZED)
     }
+    fn is_answered(&self) -> bool {
+        matches!(
+            self,
+            CallOutcome::Jobs { .. } | CallOutcome::Rejected { .. }
+        )
+    }
 }
 
 impl Answer for Result<(StatusCode, Bytes), CallOutcome> {
@@ -113,6 +119,9 @@ impl Answer for Result<(StatusCode, Bytes), CallOutcome> {
             Ok((status, _)) => *status == StatusCode::UNAUTHORIZED,
             Err(o) => o.is_unauthorized(),
         }
+    }
+    fn is_answered(&self) -> bool {
+        self.as_ref().map_or_else(Answer::is_answered, |_| true)
     }
 }
 

@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use super::credential_state::CredentialStates;
 use super::iam::{IamError, IamProvider, IamToken};
 use super::sign;
 use crate::config::{AkSkCredential, Credential};
@@ -25,6 +26,9 @@ use crate::tenants::Project;
 /// An upstream answer that may say the credential was refused.
 pub trait Answer {
     fn is_unauthorized(&self) -> bool;
+    /// Whether CPH answered at all (so a signature it did not refuse was
+    /// accepted); a transport failure says nothing about the credential.
+    fn is_answered(&self) -> bool;
 }
 
 /// Why no call could be made.
@@ -156,11 +160,21 @@ fn secret_header(value: &SecretString, what: &str) -> Result<HeaderValue, String
 pub struct Credentials {
     iam: Arc<IamProvider>,
     configured: BTreeMap<String, Arc<Credential>>,
+    /// Each credential's last error (IAM records its own fetches).
+    states: Arc<CredentialStates>,
 }
 
 impl Credentials {
-    pub fn new(iam: Arc<IamProvider>, configured: BTreeMap<String, Arc<Credential>>) -> Self {
-        Self { iam, configured }
+    pub fn new(
+        iam: Arc<IamProvider>,
+        configured: BTreeMap<String, Arc<Credential>>,
+        states: Arc<CredentialStates>,
+    ) -> Self {
+        Self {
+            iam,
+            configured,
+            states,
+        }
     }
 
     pub fn iam(&self) -> &Arc<IamProvider> {
@@ -192,6 +206,16 @@ impl Credentials {
                     credential = %project.credential,
                     "CPH refused the AK/SK signature (401): check the credential's access key, secret key and security token"
                 );
+                self.states.record(
+                    &project.credential,
+                    Err(&format!(
+                        "credential {:?} (region {}): CPH refused the AK/SK signature (401): check the access key, secret key and security token",
+                        &*project.credential,
+                        project.region.as_str()
+                    )),
+                );
+            } else if answer.is_answered() {
+                self.states.record(&project.credential, Ok(()));
             }
             return Ok(answer);
         }

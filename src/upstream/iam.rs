@@ -14,7 +14,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::http::describe;
+use super::credential_state::CredentialStates;
+use super::http::{describe, read_capped};
 use super::retry::Backoff;
 use crate::config::{Credential, IamConfig};
 use crate::domain::{ProjectId, Region};
@@ -61,10 +62,12 @@ impl TokenKey {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FailedFetches {
     until: Instant,
     failures: u32,
+    /// Why the last fetch failed (repeated to callers while backing off).
+    reason: String,
 }
 
 /// Hands out IAM tokens per project.
@@ -75,6 +78,7 @@ pub struct IamProvider {
     cache: moka::future::Cache<TokenKey, Arc<IamToken>>,
     backoff: std::sync::Mutex<HashMap<TokenKey, FailedFetches>>,
     metrics: Arc<Metrics>,
+    states: Arc<CredentialStates>,
 }
 
 struct UntilUnusable;
@@ -111,6 +115,36 @@ struct TokenInfo {
     expires_at: String,
 }
 
+/// The largest IAM error answer read (for its code and message).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The largest IAM token answer read (its catalog can be long).
+const MAX_TOKEN_BODY: usize = 4 * 1024 * 1024;
+
+/// IAM's code and message from an error answer, as `: error_code C,
+/// error_msg "M"` (empty if the body has neither). IAM answers
+/// `{"error": {"code", "title", "message"}}` or `{"error_code", "error_msg"}`.
+pub fn iam_error(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let text = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let nested = v.get("error").filter(|e| e.is_object());
+    let code = text(v.get("error_code")).or_else(|| text(nested.and_then(|e| e.get("code"))));
+    let msg = text(v.get("error_msg"))
+        .or_else(|| text(nested.and_then(|e| e.get("message"))))
+        .map(|m| crate::domain::truncate(m.trim(), 512).to_owned());
+    match (code, msg) {
+        (None, None) => String::new(),
+        (Some(c), None) => format!(": error_code {c}"),
+        (None, Some(m)) => format!(": error_msg {m:?}"),
+        (Some(c), Some(m)) => format!(": error_code {c}, error_msg {m:?}"),
+    }
+}
+
 /// After a failed fetch, the next one waits 0.5 s doubling to 30 s, with
 /// jitter between half and the whole of that.
 const FETCH_BACKOFF: Backoff = Backoff {
@@ -125,6 +159,7 @@ impl IamProvider {
         http: reqwest::Client,
         timeout: Duration,
         metrics: Arc<Metrics>,
+        states: Arc<CredentialStates>,
     ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(10_000)
@@ -137,7 +172,13 @@ impl IamProvider {
             cache,
             backoff: Default::default(),
             metrics,
+            states,
         }
+    }
+
+    /// Fetches a token for `project` now, uncached (`check-config --online`).
+    pub async fn probe(&self, project: &Project) -> Result<(), IamError> {
+        self.fetch(project).await.map(|_| ())
     }
 
     /// A usable token for the project: cached, or fetched once for all
@@ -167,13 +208,10 @@ impl IamProvider {
             }
             return Ok(t);
         }
-        if let Some(left) = self.backoff_left(&key) {
+        if let Some((left, reason)) = self.backoff_left(&key) {
             return Err(IamError {
                 project: project.id.clone(),
-                reason: format!(
-                    "IAM failed recently; next attempt in {} ms",
-                    left.as_millis()
-                ),
+                reason: format!("{reason} (next attempt in {} ms)", left.as_millis()),
             });
         }
         self.cache
@@ -205,18 +243,21 @@ impl IamProvider {
             .collect()
     }
 
-    fn backoff_left(&self, key: &TokenKey) -> Option<Duration> {
+    /// How long the project still backs off after a failed fetch, and why
+    /// that fetch failed.
+    fn backoff_left(&self, key: &TokenKey) -> Option<(Duration, String)> {
         let map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .and_then(|b| b.until.checked_duration_since(Instant::now()))
+        let b = map.get(key)?;
+        let left = b.until.checked_duration_since(Instant::now())?;
+        Some((left, b.reason.clone()))
     }
 
-    fn record(&self, key: TokenKey, ok: bool) {
+    fn record(&self, key: TokenKey, result: Result<(), &str>) {
         let mut map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        if ok {
+        let Err(reason) = result else {
             map.remove(&key);
             return;
-        }
+        };
         let failures = map.get(&key).map_or(0, |b| b.failures) + 1;
         let wait = FETCH_BACKOFF.delay(failures);
         map.insert(
@@ -224,6 +265,7 @@ impl IamProvider {
             FailedFetches {
                 until: Instant::now() + wait,
                 failures,
+                reason: reason.to_owned(),
             },
         );
     }
@@ -231,7 +273,9 @@ impl IamProvider {
     async fn fetch(&self, project: &Project) -> Result<IamToken, IamError> {
         let started = Instant::now();
         let result = self.fetch_once(project).await;
-        self.record(TokenKey::of(project), result.is_ok());
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.reason.as_str());
+        self.record(TokenKey::of(project), outcome);
+        self.states.record(&project.credential, outcome);
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics.iam_fetch(label);
         match &result {
@@ -250,7 +294,11 @@ impl IamProvider {
     async fn fetch_once(&self, project: &Project) -> Result<IamToken, IamError> {
         let fail = |reason: String| IamError {
             project: project.id.clone(),
-            reason,
+            reason: format!(
+                "credential {:?} (region {}): {reason}",
+                &*project.credential,
+                project.region.as_str()
+            ),
         };
         let cred = self
             .cfg
@@ -282,7 +330,8 @@ impl IamProvider {
             .map_err(|e| fail(format!("IAM unreachable: {}", describe(&e))))?;
         let status = resp.status();
         if status != reqwest::StatusCode::CREATED {
-            return Err(fail(format!("IAM answered {status}")));
+            let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+            return Err(fail(format!("IAM answered {status}{}", iam_error(&body))));
         }
         let value = resp
             .headers()
@@ -291,9 +340,10 @@ impl IamProvider {
             .filter(|v| !v.is_empty())
             .map(|v| SecretString::from(v.to_owned()))
             .ok_or_else(|| fail("IAM answer has no X-Subject-Token".into()))?;
-        let body: TokenBody = resp
-            .json()
+        let body = read_capped(resp, MAX_TOKEN_BODY)
             .await
+            .map_err(|e| fail(format!("IAM answer unreadable: {e}")))?;
+        let body: TokenBody = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("IAM answer unreadable: {e}")))?;
         let expires_at = OffsetDateTime::parse(&body.token.expires_at, &Rfc3339).map_err(|_| {
             fail(format!(
@@ -319,5 +369,26 @@ impl IamProvider {
             fetched_at: now,
             renewing: AtomicBool::new(false),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iam_error;
+
+    #[test]
+    fn iam_error_bodies_of_both_shapes() {
+        let nested = br#"{"error":{"code":401,"title":"Unauthorized","message":"The username or password is wrong."}}"#;
+        assert_eq!(
+            iam_error(nested),
+            ": error_code 401, error_msg \"The username or password is wrong.\""
+        );
+        let flat = br#"{"error_code":"IAM.0011","error_msg":"Request body is invalid."}"#;
+        assert_eq!(
+            iam_error(flat),
+            ": error_code IAM.0011, error_msg \"Request body is invalid.\""
+        );
+        assert_eq!(iam_error(b"<html>bad gateway</html>"), "");
+        assert_eq!(iam_error(br#"{"error":"x"}"#), "");
     }
 }

@@ -2,6 +2,7 @@
 //! tokens, the CPH client, and the limits every project shares.
 
 pub mod cph;
+pub mod credential_state;
 pub mod credentials;
 pub mod http;
 pub mod iam;
@@ -23,6 +24,7 @@ use crate::domain::{JobId, ProjectId};
 use crate::telemetry::{GaugeGuard, Metrics};
 use crate::tenants::Project;
 use cph::{CallOutcome, CphClient};
+use credential_state::CredentialStates;
 use credentials::{AuthError, Credentials};
 use iam::IamProvider;
 
@@ -58,6 +60,8 @@ impl ProjectSlot {
 pub struct Upstream {
     pub cph: CphClient,
     pub credentials: Credentials,
+    /// Each named credential's kind and last error (`/admin/v1/status`).
+    pub credential_states: Arc<CredentialStates>,
     pub cfg: UpstreamConfig,
     slots: Mutex<HashMap<ProjectId, Arc<ProjectSlot>>>,
     metrics: Arc<Metrics>,
@@ -71,16 +75,19 @@ impl Upstream {
         metrics: Arc<Metrics>,
     ) -> Self {
         let configured = iam.credentials.clone();
+        let credential_states = Arc::new(CredentialStates::new(&iam));
         let iam = Arc::new(IamProvider::new(
             iam,
             http.clone(),
             cfg.timeout,
             metrics.clone(),
+            credential_states.clone(),
         ));
         let cph = CphClient::new(http, cfg.cph_endpoint.clone(), cfg.timeout, metrics.clone());
         Self {
             cph,
-            credentials: Credentials::new(iam, configured),
+            credentials: Credentials::new(iam, configured, credential_states.clone()),
+            credential_states,
             cfg,
             slots: Mutex::default(),
             metrics,

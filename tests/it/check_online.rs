@@ -1,5 +1,6 @@
 //! `check-config --online`: a signed CPH call per AK/SK credential that a
-//! tenant uses, one PASS/FAIL line each; and the `sim` command serving
+//! tenant uses (next to the IAM token of each password credential), one
+//! PASS/FAIL line each; and the `sim` command serving
 //! HTTPS with its own AK/SK credential.
 
 use std::path::Path;
@@ -93,7 +94,14 @@ async fn online_check_makes_one_signed_call_per_aksk_credential() {
         fail.contains("refused the signature") && fail.contains("APIGW.0301"),
         "{fail}"
     );
-    assert!(out.contains("1 of 2 online checks failed"), "{out}");
+    // The password credential "default" (acme's project A) gets its IAM
+    // token line too.
+    let iam = out
+        .lines()
+        .find(|l| l.starts_with("PASS IAM token of credential \"default\""))
+        .unwrap_or_else(|| panic!("no IAM line for default: {out}"));
+    assert!(iam.contains(PROJECT_A), "{iam}");
+    assert!(out.contains("1 of 3 online checks failed"), "{out}");
     assert!(!out.contains(DEFAULT_SK) && !out.contains("not-the-secret-key"));
     let stats = sim.stats();
     assert_eq!(
@@ -104,7 +112,7 @@ async fn online_check_makes_one_signed_call_per_aksk_credential() {
         ),
         (2, 1, 1)
     );
-    assert_eq!(stats.iam_requests, 0);
+    assert_eq!(stats.iam_requests, 1, "one IAM token, for \"default\"");
 
     // With the right key for both, every line passes.
     let keys = [
@@ -114,7 +122,7 @@ async fn online_check_makes_one_signed_call_per_aksk_credential() {
     ];
     let (code, out) = check_online(&config, &keys);
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 2);
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 3);
 }
 
 /// A `cph-gateway sim` child process, killed on drop.

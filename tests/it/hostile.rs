@@ -521,11 +521,12 @@ async fn extreme_jwt_claims_get_a_clear_answer() {
             403,
         ),
         ("roles huge", with("roles", json!(vec!["r"; 1000])), 200),
-        ("iat u64::MAX", with("iat", json!(u64::MAX)), 200),
+        // iat in the future, a lifetime over auth.max_token_lifetime_s.
+        ("iat u64::MAX", with("iat", json!(u64::MAX)), 401),
         (
             "exp a year away",
             with("exp", json!(now + 365 * 86_400)),
-            200,
+            401,
         ),
     ];
     for (name, claims, want) in &cases {
@@ -539,10 +540,10 @@ async fn extreme_jwt_claims_get_a_clear_answer() {
     still_serves(&app).await;
 }
 
-/// A validly signed token whose `exp` is the largest integer: far in the
-/// future, so valid; it must keep working when it comes again.
+/// A validly signed token whose `exp` is the largest integer: a lifetime
+/// far over `auth.max_token_lifetime_s`, refused every time it comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jwt_with_exp_u64_max_is_valid_every_time() {
+async fn jwt_with_exp_u64_max_is_refused_every_time() {
     let app = TestApp::spawn().await;
     let ids = app.phones(PROJECT_A, 11, 1);
     let mut c = claims(Some(TENANT_A), &[]);
@@ -550,7 +551,12 @@ async fn jwt_with_exp_u64_max_is_valid_every_time() {
     let token = mint(Algorithm::HS256, &c, None);
     for attempt in 1..=3 {
         let (status, body) = app.stop(&token, &ids).await;
-        assert_eq!(status, StatusCode::OK, "attempt {attempt}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}: {body}"
+        );
+        assert_eq!(body["error_code"], "CPHGW.0101", "{body}");
     }
     app.sim.reset_stats();
     still_serves(&app).await;

@@ -156,10 +156,16 @@ async fn with_a_client_ca_a_client_certificate_is_required() {
         ),
     ] {
         let err = stop(&app, &c, 1).await.expect_err(who);
-        // The gateway's TLS alert, received by the client.
+        // The gateway's TLS alert, received by the client. In TLS 1.3 the
+        // client finishes its side of the handshake before the server has
+        // judged its certificate, so on a busy machine the client may see
+        // the connection closed before it reads the alert; either way no
+        // request was served (the simulator's count below).
         let chain = format!("{:?}", std::error::Error::source(&err));
         assert!(
-            chain.contains(&format!("AlertReceived({alert})")),
+            chain.contains(&format!("AlertReceived({alert})"))
+                || chain.contains("Canceled")
+                || chain.contains("connection closed"),
             "{who}: {chain}"
         );
     }

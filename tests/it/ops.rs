@@ -177,3 +177,94 @@ async fn disconnected_callers_leave_the_in_flight_gauges_at_zero() {
     .await;
     assert!(settled, "gauges not back to 0:\n{}", app.metrics().await);
 }
+
+/// The metric names of the README's metrics table, with their types.
+fn readme_metrics() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `cphgw_"))
+        .map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let kind = rest
+                .split('|')
+                .nth(1)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned();
+            (format!("cphgw_{name}"), kind)
+        })
+        .collect()
+}
+
+/// The metric names (as their samples are named) and types the gateway
+/// exposes, from the `# TYPE` lines.
+fn exposed_metrics(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| {
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            (name, kind.to_owned())
+        })
+        .collect()
+}
+
+/// The README's metrics table is the gateway's list of metrics (the
+/// dashboard and alerts are checked against it offline by validate.sh), and
+/// every metric the dashboard and the alerts use is one the gateway exposes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_metrics_table_dashboard_and_alerts_match_the_exposition() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app
+        .stop(&caller_token(TENANT_A), &app.phones(PROJECT_A, 0, 1))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = app.metrics().await;
+    let mut exposed = exposed_metrics(&text);
+    let mut documented = readme_metrics();
+    exposed.sort();
+    documented.sort();
+    assert_eq!(documented, exposed, "README metrics table vs /metrics");
+
+    let mut series: Vec<String> = Vec::new();
+    for (name, kind) in &exposed {
+        series.push(name.clone());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                series.push(format!("{name}{suffix}"));
+            }
+        }
+    }
+    for file in [
+        "deploy/monitoring/dashboard.json",
+        "deploy/monitoring/prometheusrule.yaml",
+    ] {
+        let body = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR")))
+            .expect("monitoring file");
+        let used: Vec<&str> = body
+            .match_indices("cphgw_")
+            .map(|(i, _)| {
+                let end = body[i..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(body.len(), |n| i + n);
+                &body[i..end]
+            })
+            .collect();
+        assert!(!used.is_empty(), "{file} uses no metric");
+        for name in used {
+            assert!(
+                series.iter().any(|s| s == name),
+                "{file}: {name} is not exposed"
+            );
+        }
+    }
+}

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cph_gateway::config::Config;
@@ -15,91 +14,13 @@ use jsonwebtoken::Algorithm;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::jwks::{JwksServer, jwk, jwks};
 use crate::helpers::process::GatewayProcess;
 use crate::helpers::*;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A JWKS endpoint whose answer can be switched at run time; counts fetches.
-struct JwksServer {
-    url: String,
-    state: Arc<JwksState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-struct JwksState {
-    /// (HTTP status, body) of the next answers.
-    answer: Mutex<(u16, String)>,
-    fetches: AtomicU64,
-    /// Accept requests but never answer them.
-    hang: std::sync::atomic::AtomicBool,
-}
-
-impl JwksServer {
-    async fn start(body: String) -> Self {
-        let state = Arc::new(JwksState {
-            answer: Mutex::new((200, body)),
-            fetches: AtomicU64::new(0),
-            hang: Default::default(),
-        });
-        let shared = state.clone();
-        let router = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || {
-                let shared = shared.clone();
-                async move {
-                    shared.fetches.fetch_add(1, Ordering::SeqCst);
-                    if shared.hang.load(Ordering::SeqCst) {
-                        std::future::pending::<()>().await;
-                    }
-                    let (status, body) = shared.answer.lock().expect("jwks state").clone();
-                    (
-                        axum::http::StatusCode::from_u16(status).expect("status"),
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        body,
-                    )
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("jwks server");
-        });
-        Self {
-            url: format!("http://{addr}/jwks.json"),
-            state,
-            task,
-        }
-    }
-
-    fn set(&self, status: u16, body: String) {
-        *self.state.answer.lock().expect("jwks state") = (status, body);
-    }
-
-    fn fetches(&self) -> u64 {
-        self.state.fetches.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn jwk(file: &str) -> Value {
-    let text = std::fs::read_to_string(keys_dir().join(file)).expect("jwk file");
-    serde_json::from_str(&text).expect("jwk JSON")
-}
-
-fn jwks(files: &[&str]) -> String {
-    json!({"keys": files.iter().map(|f| jwk(f)).collect::<Vec<_>>()}).to_string()
-}
 
 /// Caller claims of `tenant` with a unique `jti`, so that no two tokens are
 /// equal (the gateway caches verified tokens).

@@ -79,9 +79,8 @@ pub(crate) async fn issue_token(State(sim): State<Arc<Shared>>, body: Bytes) -> 
         Err(message) => return iam_error(StatusCode::BAD_REQUEST, message),
     };
     let cfg = &sim.cfg;
-    if (auth.domain, auth.user, auth.password)
-        != (&*cfg.iam_domain, &*cfg.iam_user, &*cfg.iam_password)
-    {
+    let password_ok = *crate::util::lock(&cfg.iam_password) == auth.password;
+    if (auth.domain, auth.user) != (&*cfg.iam_domain, &*cfg.iam_user) || !password_ok {
         tracing::debug!(user = auth.user, "IAM: wrong credentials");
         return iam_error(
             StatusCode::UNAUTHORIZED,

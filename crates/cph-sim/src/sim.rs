@@ -96,6 +96,12 @@ impl Sim {
         self.shared.faults.get()
     }
 
+    /// Changes the IAM password the token route accepts (the old one is
+    /// refused from now on; tokens already issued stay valid, as with IAM).
+    pub fn set_iam_password(&self, password: &str) {
+        *crate::util::lock(&self.shared.cfg.iam_password) = password.to_owned();
+    }
+
     /// Invalidates every token issued so far (they then get 401 `APIG.0301`).
     pub fn revoke_tokens(&self) {
         self.shared.tokens.revoke_all();

@@ -34,7 +34,8 @@ pub(crate) struct Shared {
 pub(crate) struct Config {
     pub iam_domain: String,
     pub iam_user: String,
-    pub iam_password: String,
+    /// Changed at run time by `Sim::set_iam_password` (a rotated password).
+    pub iam_password: Mutex<String>,
     pub token_ttl: Duration,
     /// AK/SK credentials by access key (replaceable at run time, see
     /// `Sim::set_aksk`).
@@ -50,7 +51,7 @@ impl Shared {
             cfg: Config {
                 iam_domain: opts.iam_domain.clone(),
                 iam_user: opts.iam_user.clone(),
-                iam_password: opts.iam_password.clone(),
+                iam_password: Mutex::new(opts.iam_password.clone()),
                 token_ttl: opts.token_ttl.min(MAX_DURATION),
                 aksk: Mutex::new(by_access_key(&opts.aksk)),
                 phones_per_project: opts.phones_per_project,

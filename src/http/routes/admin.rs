@@ -29,13 +29,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
         let Authenticated(caller) = Authenticated::from_request_parts(parts, app).await?;
-        if caller.has_role(&app.config.auth.admin_role) {
-            Ok(Self(caller))
-        } else {
-            Err(ApiError::new(
-                Code::NotAdmin,
-                format!("the {} role is required", app.config.auth.admin_role),
-            ))
+        match app.auth.admin_check(&caller) {
+            Ok(()) => Ok(Self(caller)),
+            Err(why) => Err(ApiError::new(Code::NotAdmin, why)),
         }
     }
 }
@@ -80,7 +76,7 @@ fn with_etag(status: StatusCode, spec: &TenantSpec) -> Response {
 #[utoipa::path(get, path = "/admin/v1/tenants", tag = "admin", responses(
         (status = 200, description = "All tenant mappings (as this replica serves them)", body = TenantsFile),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
 ))]
 pub async fn list(State(app): State<Arc<AppState>>, _: Admin) -> Response {
     Json(app.tenants.load().spec()).into_response()
@@ -92,7 +88,7 @@ pub async fn list(State(app): State<Arc<AppState>>, _: Admin) -> Response {
     responses(
         (status = 200, description = "The tenant's mapping; ETag: a strong validator of its stored version", body = TenantSpec),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 404, description = "CPHGW.0104 unknown tenant", body = ErrorJson),
 ))]
 pub async fn get(
@@ -123,7 +119,7 @@ pub async fn get(
         (status = 201, description = "Created; ETag set", body = TenantSpec),
         (status = 400, description = "CPHGW.0001 invalid; the message names the field; nothing changed", body = ErrorJson),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 412, description = "CPHGW.0105 If-Match / If-None-Match failed; nothing changed", body = ErrorJson),
         (status = 500, description = "CPHGW.0500 the tenants file could not be written; nothing changed", body = ErrorJson),
         (status = 503, description = "CPHGW.0304 the shared store is unreachable; nothing changed", body = ErrorJson),
@@ -162,7 +158,7 @@ pub async fn put(
     responses(
         (status = 204, description = "Removed"),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 404, description = "CPHGW.0104 unknown tenant", body = ErrorJson),
         (status = 412, description = "CPHGW.0105 If-Match failed; nothing changed", body = ErrorJson),
         (status = 500, description = "CPHGW.0500 the tenants file could not be written; nothing changed", body = ErrorJson),
@@ -191,7 +187,7 @@ pub async fn delete(
         (status = 200, description = "Reloaded: {reloaded, changed, tenants}", body = Object),
         (status = 400, description = "CPHGW.0001 the source is invalid; the last good mapping stays", body = ErrorJson),
         (status = 401, description = "CPHGW.0101 invalid JWT", body = ErrorJson),
-        (status = 403, description = "CPHGW.0103 admin role missing", body = ErrorJson),
+        (status = 403, description = "CPHGW.0103 admin role missing, or an HS256 token while auth.allow_hs256_admin is false", body = ErrorJson),
         (status = 503, description = "CPHGW.0304 the shared store is unreachable", body = ErrorJson),
 ))]
 pub async fn reload(

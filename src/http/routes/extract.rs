@@ -33,7 +33,11 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         match app.auth.verify_header(header).await {
-            Ok(caller) => Ok(Self(caller)),
+            Ok(caller) => {
+                // The request log line says who called (never the token).
+                tracing::Span::current().record("caller", caller.subject.as_str());
+                Ok(Self(caller))
+            }
             Err(e) => {
                 app.metrics.jwt_rejected(e.reason());
                 tracing::info!(reason = e.reason(), "JWT rejected");

@@ -4,5 +4,6 @@ pub mod admin;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod status;
 pub mod stop;
 pub mod stops;

@@ -128,6 +128,10 @@ async fn stop(
         app.config.upstream.max_batch_size,
     )?;
     drop(body);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let ids: Vec<&str> = plan.ids().iter().map(|id| &**id).collect();
+        tracing::debug!(phone_ids = %ids.join(","), "phone ids of the request");
+    }
     let deadline = tokio::time::Instant::now() + app.config.limits.request_timeout;
     let call = StopCall {
         tenant: ctx.tenant.name.clone(),

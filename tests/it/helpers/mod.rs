@@ -3,6 +3,7 @@
 //! test config and tenants, caller and admin tokens, the answers' checks.
 
 pub mod db;
+pub mod jwks;
 pub mod process;
 pub mod proxy;
 pub mod tcp_proxy;
@@ -90,6 +91,7 @@ shutdown_grace_ms = 10000
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
 {HS256_SECRET_LINE}leeway_s = 5
+allow_hs256_admin = true
 
 [iam]
 endpoint = "{sim_url}"
@@ -257,6 +259,8 @@ pub struct TestOptions {
     tenants: String,
     /// Whether the config names the HS256 secret.
     hs256_secret: bool,
+    /// Replacements in the config text (from, to).
+    edits: Vec<(String, String)>,
 }
 
 impl Default for TestOptions {
@@ -266,6 +270,7 @@ impl Default for TestOptions {
             sim: SimOptions::default(),
             tenants: default_tenants(),
             hs256_secret: true,
+            edits: Vec::new(),
         }
     }
 }
@@ -299,6 +304,13 @@ impl TestOptions {
     /// A config without `auth.hs256_secret_env`.
     pub fn without_hs256_secret(mut self) -> Self {
         self.hs256_secret = false;
+        self
+    }
+
+    /// Replaces `from` (which must be there) by `to` in the config text,
+    /// for what an override cannot do (remove a key).
+    pub fn replace(mut self, from: &str, to: &str) -> Self {
+        self.edits.push((from.into(), to.into()));
         self
     }
 }
@@ -340,6 +352,13 @@ impl TestApp {
         let mut text = base_config(&sim.url(), &tenants_file.display().to_string());
         if !opts.hs256_secret {
             text = without_hs256_secret(&text);
+        }
+        for (from, to) in &opts.edits {
+            assert!(
+                text.contains(from.as_str()),
+                "{from:?} is not in the config"
+            );
+            text = text.replace(from.as_str(), to);
         }
         let config = Config::from_toml(&text, &env).expect("test config is valid");
         let app = App::build(config).await.expect("gateway starts");

@@ -97,3 +97,22 @@ async fn tokens_expire() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error_code"], "APIG.0301");
 }
+
+#[tokio::test]
+async fn a_changed_password_is_accepted_and_the_old_one_refused() {
+    let sim = Sim::start(opts()).await.unwrap();
+    let c = client();
+    let url = format!("{}/v3/auth/tokens", sim.url());
+    let issue = async |password: &str| {
+        c.post(&url)
+            .json(&auth_body("sim-user", password, PROJECT))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(issue("sim-password").await, 201);
+    sim.set_iam_password("rotated-password");
+    assert_eq!(issue("sim-password").await, 401);
+    assert_eq!(issue("rotated-password").await, 201);
+}
