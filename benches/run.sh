@@ -675,6 +675,8 @@ if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
             -e "s/^admin_listen = .*/admin_listen = \"127.0.0.1:${!admin_var}\"/" \
             "$T/gateway.toml" >"$T/gateway-store-$i.toml"
         printf '\n[store]\nurl_env = "BENCH_STORE_URL"\n' >>"$T/gateway-store-$i.toml"
+        # The propagation check uses an HS256 admin token.
+        sed -i 's/^\[auth\]$/[auth]\nallow_hs256_admin = true/' "$T/gateway-store-$i.toml"
     done
     "$BIN" tenants import --config "$T/gateway-store-1.toml" >/dev/null || die "tenants import failed"
     # The same gateway without and with the store, back to back.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use clap::Args;
 use cph_gateway::AppState;
 use cph_gateway::config::{Config, CredentialKind, ProcessEnv};
+use cph_gateway::store::StoreKind;
 use cph_gateway::tenants::Project;
+use cph_gateway::tenants::sync;
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -66,6 +68,9 @@ pub async fn check_config(args: CheckArgs) -> Result<(), String> {
 /// here.
 async fn online(state: &AppState) -> Vec<Line> {
     let mut lines = Vec::new();
+    // The store first: with one, the tenants (and so the credentials to
+    // try) come from it.
+    lines.extend(store(state).await);
     lines.extend(iam_tokens(state).await);
     lines.extend(aksk_credentials(state).await);
     lines.extend(jwks(state).await);
@@ -129,6 +134,31 @@ async fn aksk_credentials(state: &AppState) -> Vec<Line> {
         });
     }
     lines
+}
+
+/// The shared store, if `[store]` names one: reachable, and its mapping
+/// loaded (which the credential checks then use).
+async fn store(state: &AppState) -> Option<Line> {
+    if state.store.kind() == StoreKind::None {
+        return None;
+    }
+    let result = async {
+        state.store.ping().await.map_err(|e| e.to_string())?;
+        sync::refresh(state.store.as_ref(), &state.tenants, true)
+            .await
+            .map_err(|e| format!("reachable, but its tenants cannot be read ({e}); run `cph-gateway migrate` for a new database"))?;
+        let status = state.tenants.status();
+        Ok(format!(
+            "reachable; {} tenants at revision {}",
+            status.count,
+            status.revision.unwrap_or(0)
+        ))
+    }
+    .await;
+    Some(Line {
+        what: "store (PostgreSQL)".into(),
+        result,
+    })
 }
 
 /// The JWKS fetch, if `auth.jwks_url` is set.

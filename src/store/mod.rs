@@ -230,6 +230,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the last call reached the store.
     fn is_up(&self) -> bool;
 
+    /// Whether the store answers (a round trip, no schema needed).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Applies the schema (idempotent; safe from several replicas at once).
     async fn migrate(&self) -> Result<(), StoreError>;
 

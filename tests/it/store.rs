@@ -931,3 +931,52 @@ async fn a_stop_whose_replica_died_is_resumed_without_resending_what_had_an_outc
     );
     assert_eq!(again, body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_tries_the_store() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let sim = cph_sim::Sim::start(Default::default()).await.expect("sim");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), &sim.url());
+    let check = |url: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cph-gateway"))
+            .args(["check-config", "--online", "--config"])
+            .arg(&config)
+            .env_clear()
+            .envs(secret_env())
+            .env("CPHGW__STORE__URL_ENV", "\"CPHGW_STORE_URL\"")
+            .env("CPHGW_STORE_URL", url)
+            .output()
+            .expect("run the binary");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // A new database: reachable, but no schema yet.
+    let (ok, out) = check(&db.url);
+    assert!(
+        !ok && out.contains("FAIL store (PostgreSQL): reachable, but"),
+        "{out}"
+    );
+    // Migrated and with the tenants imported: every line passes.
+    let app = TestApp::spawn_with(on_store(&db.url)).await;
+    assert!(ready(&app.client, &app.admin_url).await);
+    map_acme(&app.client, &app.admin_url).await;
+    let (ok, out) = check(&db.url);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("PASS store (PostgreSQL): reachable; 1 tenants"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS IAM token"),
+        "the credentials of the store's tenants are tried: {out}"
+    );
+    // Nobody listening: FAIL, exit 1, no password in the message.
+    let (ok, out) = check("postgres://postgres:secret-pw@127.0.0.1:9/none");
+    assert!(!ok && out.contains("FAIL store (PostgreSQL)"), "{out}");
+    assert!(!out.contains("secret-pw"), "{out}");
+}

@@ -164,6 +164,14 @@ impl Store for PgStore {
         self.up.load(Ordering::Relaxed)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let done = sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ());
+        self.seen(done)
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx takes an advisory lock, so replicas starting together apply
         // each migration once.
