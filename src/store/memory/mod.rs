@@ -3,10 +3,11 @@
 //! watcher), the audit as the last 1000 events of this process, idempotency
 //! keys and stop records in bounded caches (lost on restart).
 
+mod callers;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -20,38 +21,12 @@ use super::{
 use crate::config::IamConfig;
 use crate::tenants::file::{TenantsError, parse_file, read_file, render, write_atomically};
 use crate::tenants::{Registry, TenantSpec, TenantsFile};
+use callers::Callers;
+
+pub use callers::{KEY_BYTES_KEPT, RECORD_PHONES_KEPT};
 
 /// How many audit events a gateway without a store keeps.
 pub const AUDIT_KEPT: usize = 1000;
-
-/// Idempotency answers kept, in bytes of answer body.
-pub const KEY_BYTES_KEPT: u64 = 64 * 1024 * 1024;
-/// Stop records kept, in phones (about 150 bytes each).
-pub const RECORD_PHONES_KEPT: u64 = 200_000;
-
-/// An idempotency key in memory.
-#[derive(Clone)]
-enum Key {
-    Running {
-        fingerprint: String,
-        request_id: String,
-        lease_until: Instant,
-    },
-    Done {
-        fingerprint: String,
-        request_id: String,
-        status: u16,
-        body: Arc<[u8]>,
-    },
-}
-
-impl Key {
-    fn fingerprint(&self) -> &str {
-        match self {
-            Key::Running { fingerprint, .. } | Key::Done { fingerprint, .. } => fingerprint,
-        }
-    }
-}
 
 /// The file as last read or written, when it was valid.
 struct Applied {
@@ -67,8 +42,7 @@ pub struct MemoryStore {
     applied: tokio::sync::Mutex<Option<Applied>>,
     audit: Mutex<VecDeque<AuditEvent>>,
     notify: watch::Sender<u64>,
-    keys: moka::sync::Cache<(String, String), Key>,
-    records: moka::sync::Cache<(String, String), Arc<Mutex<StopRecord>>>,
+    callers: Callers,
 }
 
 impl MemoryStore {
@@ -95,22 +69,7 @@ impl MemoryStore {
             })),
             audit: Mutex::new(VecDeque::with_capacity(64)),
             notify: watch::channel(0).0,
-            keys: moka::sync::Cache::builder()
-                .max_capacity(KEY_BYTES_KEPT)
-                .weigher(|_, k: &Key| match k {
-                    Key::Done { body, .. } => u32::try_from(body.len() + 256).unwrap_or(u32::MAX),
-                    Key::Running { .. } => 256,
-                })
-                .time_to_live(retention.keys)
-                .build(),
-            records: moka::sync::Cache::builder()
-                .max_capacity(RECORD_PHONES_KEPT)
-                .weigher(|_, r: &Arc<Mutex<StopRecord>>| {
-                    let phones = r.lock().map(|r| r.phones()).unwrap_or(1);
-                    u32::try_from(phones.max(1)).unwrap_or(u32::MAX)
-                })
-                .time_to_live(retention.records)
-                .build(),
+            callers: Callers::new(retention),
         };
         Ok((store, snapshot))
     }
@@ -330,50 +289,7 @@ impl Store for MemoryStore {
     }
 
     async fn claim_key(&self, claim: &KeyClaim) -> Result<Claimed, StoreError> {
-        use moka::ops::compute::Op;
-        let mut outcome = Claimed::New;
-        let running = Key::Running {
-            fingerprint: claim.fingerprint.clone(),
-            request_id: claim.request_id.clone(),
-            lease_until: Instant::now() + claim.lease,
-        };
-        self.keys
-            .entry((claim.tenant.clone(), claim.key.clone()))
-            .and_compute_with(|existing| match existing.map(|e| e.into_value()) {
-                None => Op::Put(running),
-                Some(key) if key.fingerprint() != claim.fingerprint => {
-                    outcome = Claimed::Mismatch;
-                    Op::Nop
-                }
-                Some(Key::Done {
-                    request_id,
-                    status,
-                    body,
-                    ..
-                }) => {
-                    outcome = Claimed::Replay {
-                        status,
-                        body: body.to_vec(),
-                        request_id,
-                    };
-                    Op::Nop
-                }
-                Some(Key::Running { lease_until, .. }) if lease_until > Instant::now() => {
-                    outcome = Claimed::InFlight;
-                    Op::Nop
-                }
-                Some(Key::Running { request_id, .. }) => {
-                    outcome = Claimed::TakenOver {
-                        request_id: request_id.clone(),
-                    };
-                    Op::Put(Key::Running {
-                        fingerprint: claim.fingerprint.clone(),
-                        request_id,
-                        lease_until: Instant::now() + claim.lease,
-                    })
-                }
-            });
-        Ok(outcome)
+        Ok(self.callers.claim(claim))
     }
 
     async fn finish_key(
@@ -382,35 +298,12 @@ impl Store for MemoryStore {
         key: &str,
         answer: Option<(u16, Vec<u8>)>,
     ) -> Result<(), StoreError> {
-        let id = (tenant.to_owned(), key.to_owned());
-        match (answer, self.keys.get(&id)) {
-            (
-                Some((status, body)),
-                Some(Key::Running {
-                    fingerprint,
-                    request_id,
-                    ..
-                }),
-            ) => self.keys.insert(
-                id,
-                Key::Done {
-                    fingerprint,
-                    request_id,
-                    status,
-                    body: body.into(),
-                },
-            ),
-            (None, _) => self.keys.invalidate(&id),
-            (Some(_), _) => {}
-        }
+        self.callers.finish(tenant, key, answer);
         Ok(())
     }
 
     async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError> {
-        self.records.insert(
-            (record.tenant.clone(), record.request_id.clone()),
-            Arc::new(Mutex::new(record.clone())),
-        );
+        self.callers.put_record(record);
         Ok(())
     }
 
@@ -420,14 +313,7 @@ impl Store for MemoryStore {
         request_id: &str,
         batch: &RecordBatch,
     ) -> Result<(), StoreError> {
-        let id = (tenant.to_owned(), request_id.to_owned());
-        if let Some(record) = self.records.get(&id) {
-            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
-            match record.batches.iter_mut().find(|b| b.index == batch.index) {
-                Some(b) => *b = batch.clone(),
-                None => record.batches.push(batch.clone()),
-            }
-        }
+        self.callers.put_record_batch(tenant, request_id, batch);
         Ok(())
     }
 
@@ -436,10 +322,7 @@ impl Store for MemoryStore {
         tenant: &str,
         request_id: &str,
     ) -> Result<Option<StopRecord>, StoreError> {
-        Ok(self
-            .records
-            .get(&(tenant.to_owned(), request_id.to_owned()))
-            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone()))
+        Ok(self.callers.record(tenant, request_id))
     }
 
     fn notifications(&self) -> watch::Receiver<u64> {
