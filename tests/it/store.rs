@@ -124,74 +124,61 @@ async fn three_replicas_serve_a_change_made_through_any_of_them_within_a_second(
     let client = reqwest::Client::new();
     let mut puts = Vec::new();
     let mut deletes = Vec::new();
+    // One admin change through `writer`; how long until every other
+    // replica answers `GET` of the tenant with `seen`.
+    let change = async |writer: &GatewayProcess,
+                        method: Method,
+                        tenant: &str,
+                        body: Option<&Value>,
+                        done: StatusCode,
+                        seen: StatusCode| {
+        let path = format!("/admin/v1/tenants/{tenant}");
+        let started = Instant::now();
+        let (status, _, reply) =
+            admin_call(&client, &writer.admin_url, method, &path, body, &[]).await;
+        assert_eq!(status, done, "{reply}");
+        for other in replicas.iter().filter(|r| r.admin_url != writer.admin_url) {
+            let served = within(Duration::from_secs(1), async || {
+                admin_call(&client, &other.admin_url, Method::GET, &path, None, &[])
+                    .await
+                    .0
+                    == seen
+            })
+            .await;
+            assert!(
+                served,
+                "replica {} did not answer {seen} for {tenant} within 1 s",
+                other.admin_url
+            );
+        }
+        started.elapsed()
+    };
     for round in 0..8u32 {
         let tenant = format!("tenant-{round}");
         let writer = &replicas[round as usize % 3];
-        let started = Instant::now();
-        let (status, _, reply) = admin_call(
-            &client,
-            &writer.admin_url,
-            Method::PUT,
-            &format!("/admin/v1/tenants/{tenant}"),
-            Some(&body(&[&project(round)])),
-            &[],
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{reply}");
-        for other in replicas.iter().filter(|r| r.admin_url != writer.admin_url) {
-            let seen = within(Duration::from_secs(1), async || {
-                admin_call(
-                    &client,
-                    &other.admin_url,
-                    Method::GET,
-                    &format!("/admin/v1/tenants/{tenant}"),
-                    None,
-                    &[],
-                )
-                .await
-                .0 == StatusCode::OK
-            })
-            .await;
-            assert!(
-                seen,
-                "replica {} did not serve {tenant} within 1 s",
-                other.admin_url
-            );
-        }
-        puts.push(started.elapsed());
-
-        let started = Instant::now();
-        let (status, _, reply) = admin_call(
-            &client,
-            &writer.admin_url,
-            Method::DELETE,
-            &format!("/admin/v1/tenants/{tenant}"),
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
-        for other in replicas.iter().filter(|r| r.admin_url != writer.admin_url) {
-            let gone = within(Duration::from_secs(1), async || {
-                admin_call(
-                    &client,
-                    &other.admin_url,
-                    Method::GET,
-                    &format!("/admin/v1/tenants/{tenant}"),
-                    None,
-                    &[],
-                )
-                .await
-                .0 == StatusCode::NOT_FOUND
-            })
-            .await;
-            assert!(
-                gone,
-                "replica {} still served {tenant} 1 s after DELETE",
-                other.admin_url
-            );
-        }
-        deletes.push(started.elapsed());
+        let spec = body(&[&project(round)]);
+        puts.push(
+            change(
+                writer,
+                Method::PUT,
+                &tenant,
+                Some(&spec),
+                StatusCode::CREATED,
+                StatusCode::OK,
+            )
+            .await,
+        );
+        deletes.push(
+            change(
+                writer,
+                Method::DELETE,
+                &tenant,
+                None,
+                StatusCode::NO_CONTENT,
+                StatusCode::NOT_FOUND,
+            )
+            .await,
+        );
     }
     // Every replica reports the same revision for the same mapping.
     let revisions: Vec<Option<f64>> =
