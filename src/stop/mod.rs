@@ -137,12 +137,6 @@ impl Stops {
                 })
             }
             Claimed::New => {
-                let record = self.begin_record(&call, &call.request_id);
-                if let Err(e) = self.store.put_record(&record).await {
-                    tracing::warn!(error = %e, "stop record not written: the store is unreachable");
-                    let _ = self.store.finish_key(&claim.tenant, &claim.key, None).await;
-                    return Err(store_down());
-                }
                 let answer = self.run(&call, Some(&call.request_id), None).await;
                 self.finish(&claim, &answer).await;
                 Ok(answer)
@@ -154,16 +148,8 @@ impl Stops {
                     .stop_record(call.tenant.as_str(), request_id.as_str())
                     .await
                     .map_err(|_| store_down())?;
-                let record = match recorded {
-                    Some(r) => r,
-                    None => {
-                        let r = self.begin_record(&call, &request_id);
-                        self.store.put_record(&r).await.map_err(|_| store_down())?;
-                        r
-                    }
-                };
                 tracing::info!(request_id = %request_id, "resuming a stop whose replica stopped holding its key");
-                let answer = self.run(&call, Some(&request_id), Some(&record)).await;
+                let answer = self.run(&call, Some(&request_id), recorded.as_ref()).await;
                 self.finish(&claim, &answer).await;
                 Ok(answer)
             }
@@ -179,7 +165,12 @@ impl Stops {
         } else {
             None
         };
-        if let Err(e) = self.store.finish_key(&claim.tenant, &claim.key, kept).await {
+        let record = answer.record.as_deref();
+        if let Err(e) = self
+            .store
+            .finish_key(&claim.tenant, &claim.key, kept, record)
+            .await
+        {
             tracing::warn!(error = %e, "idempotency key not finished; it is taken over when its lease ends");
         }
     }
@@ -229,7 +220,12 @@ impl Stops {
             .collect();
         let todo: Vec<bool> = known.iter().map(Option::is_none).collect();
         let kept = todo.iter().filter(|t| !**t).count();
-        let (writes, writer) = self.progress_writer(tenant, progress);
+        // Outcomes are written as they come only where a resume could use
+        // them: a keyed stop of several batches.
+        let head = progress
+            .filter(|_| plan.batch_count() > 1)
+            .map(|id| self.begin_record(call, id));
+        let (writes, writer) = self.progress_writer(head);
         let on_batch = |index: usize, result: &BatchResult| {
             if let Some(tx) = &writes {
                 let mut entries = Vec::new();
@@ -330,9 +326,11 @@ impl Stops {
         })
         .unwrap_or_default();
         if let Some(writer) = writer {
-            // Progress is written; the record is complete once it is.
+            // The last outcomes are written before the record is replaced
+            // whole (with the key's answer).
             let _ = writer.await;
-        } else {
+        }
+        if progress.is_none() {
             self.keep_record(record.clone());
         }
         StopAnswer {
@@ -346,26 +344,24 @@ impl Stops {
         }
     }
 
-    /// With `progress`, a writer of batch outcomes as they come.
+    /// With a record's head, a writer of its batch outcomes as they come.
     #[allow(clippy::type_complexity)]
     fn progress_writer(
         &self,
-        tenant: &TenantId,
-        progress: Option<&RequestId>,
+        head: Option<StopRecord>,
     ) -> (
         Option<tokio::sync::mpsc::UnboundedSender<RecordBatch>>,
         Option<tokio::task::JoinHandle<()>>,
     ) {
-        let Some(request_id) = progress else {
+        let Some(head) = head else {
             return (None, None);
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RecordBatch>();
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let (tenant, request_id) = (tenant.as_str().to_owned(), request_id.as_str().to_owned());
         let writer = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
-                if let Err(e) = store.put_record_batch(&tenant, &request_id, &batch).await {
+                if let Err(e) = store.put_record_batch(&head, &batch).await {
                     metrics.record_write_failed();
                     tracing::warn!(error = %e, batch = batch.index, "stop record: batch outcome not written");
                 }

@@ -283,23 +283,26 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_key(&self, claim: &KeyClaim) -> Result<Claimed, StoreError>;
 
     /// Ends a claim: with the answer to replay (`Some`), or by letting the
-    /// key go when nothing was sent (`None`).
+    /// key go when nothing was sent (`None`); and writes the stop's record,
+    /// in the same transaction.
     async fn finish_key(
         &self,
         tenant: &str,
         key: &str,
         answer: Option<(u16, Vec<u8>)>,
+        record: Option<&StopRecord>,
     ) -> Result<(), StoreError>;
 
     /// Writes a whole stop record (replacing one with the same tenant and
     /// request id).
     async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError>;
 
-    /// Writes one batch of an existing record (its outcome, as it comes).
+    /// Writes one batch of a record (its outcome, as it comes), and the
+    /// record's head (`record`'s own batches are not written) if it is not
+    /// there yet.
     async fn put_record_batch(
         &self,
-        tenant: &str,
-        request_id: &str,
+        record: &StopRecord,
         batch: &RecordBatch,
     ) -> Result<(), StoreError>;
 

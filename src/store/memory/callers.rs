@@ -141,9 +141,15 @@ impl Callers {
         );
     }
 
-    pub fn put_record_batch(&self, tenant: &str, request_id: &str, batch: &RecordBatch) {
-        let id = (tenant.to_owned(), request_id.to_owned());
-        if let Some(record) = self.records.get(&id) {
+    pub fn put_record_batch(&self, head: &StopRecord, batch: &RecordBatch) {
+        let id = (head.tenant.clone(), head.request_id.clone());
+        let record = self.records.get_with(id, || {
+            Arc::new(Mutex::new(StopRecord {
+                batches: Vec::new(),
+                ..head.clone()
+            }))
+        });
+        {
             let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
             match record.batches.iter_mut().find(|b| b.index == batch.index) {
                 Some(b) => *b = batch.clone(),

@@ -297,8 +297,12 @@ impl Store for MemoryStore {
         tenant: &str,
         key: &str,
         answer: Option<(u16, Vec<u8>)>,
+        record: Option<&StopRecord>,
     ) -> Result<(), StoreError> {
         self.callers.finish(tenant, key, answer);
+        if let Some(record) = record {
+            self.callers.put_record(record);
+        }
         Ok(())
     }
 
@@ -309,11 +313,10 @@ impl Store for MemoryStore {
 
     async fn put_record_batch(
         &self,
-        tenant: &str,
-        request_id: &str,
+        record: &StopRecord,
         batch: &RecordBatch,
     ) -> Result<(), StoreError> {
-        self.callers.put_record_batch(tenant, request_id, batch);
+        self.callers.put_record_batch(record, batch);
         Ok(())
     }
 

@@ -1,10 +1,16 @@
 //! Idempotency keys and stop records in SQL. A key is claimed with one
 //! `INSERT .. ON CONFLICT DO NOTHING`; an existing one is read under a row
 //! lock and judged against the database's clock, the same for every replica.
+//!
+//! These writes commit without waiting for the WAL to reach the disk (the
+//! store's connections use `synchronous_commit = off`; tenant changes turn
+//! it back on for their own transactions): they sit on a stop's path, and
+//! what a database crash could lose of them (the last fraction of a second)
+//! costs at most a stop sent again, which CPH answers per phone.
 
+use sqlx::Row;
 use sqlx::postgres::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
 
 use crate::store::{Claimed, KeyClaim, RecordBatch, RecordEntry, Retention, StopRecord};
 
@@ -13,7 +19,8 @@ pub(super) async fn claim(
     claim: &KeyClaim,
     retention: &Retention,
 ) -> Result<Claimed, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    // A new key (the common case) is one statement; an existing one is
+    // judged under its row lock.
     let inserted = sqlx::query(
         "INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, lease_until, expires_at) \
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6)) \
@@ -25,13 +32,13 @@ pub(super) async fn claim(
     .bind(&claim.request_id)
     .bind(claim.lease.as_secs_f64())
     .bind(retention.keys.as_secs_f64())
-    .execute(&mut *tx)
+    .execute(pool)
     .await?
     .rows_affected();
     if inserted == 1 {
-        tx.commit().await?;
         return Ok(Claimed::New);
     }
+    let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "SELECT fingerprint, request_id, status, body, \
          coalesce(lease_until > now(), false) AS live, expires_at < now() AS expired \
@@ -89,58 +96,118 @@ pub(super) async fn claim(
     Ok(outcome)
 }
 
+/// The statement that writes a record's head (`$1`-`$6`) and the batches in
+/// `$7` (a JSON array), replacing what was there; `{key}` is an optional
+/// common table expression on the idempotency key. One statement: one round
+/// trip, and atomic.
+fn record_statement(key: &str, replace_head: bool) -> String {
+    let head_conflict = if replace_head {
+        "DO UPDATE SET caller = EXCLUDED.caller, project_id = EXCLUDED.project_id, \
+         created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at"
+    } else {
+        "DO NOTHING"
+    };
+    format!(
+        "WITH {key} head AS ( \
+           INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at) \
+           VALUES ($1, $2, $3, $4, $5, $5 + make_interval(secs => $6)) \
+           ON CONFLICT (tenant, request_id) {head_conflict} RETURNING 1) \
+         INSERT INTO cphgw_stop_batches (tenant, request_id, index, phone_ids, upstream_request_ids, entries) \
+         SELECT $1, $2, b.index, \
+           ARRAY(SELECT jsonb_array_elements_text(b.phone_ids)), \
+           ARRAY(SELECT jsonb_array_elements_text(b.upstream_request_ids)), b.entries \
+         FROM jsonb_to_recordset($7::jsonb) \
+           AS b(index int, phone_ids jsonb, upstream_request_ids jsonb, entries jsonb) \
+         ON CONFLICT (tenant, request_id, index) DO UPDATE SET phone_ids = EXCLUDED.phone_ids, \
+           upstream_request_ids = EXCLUDED.upstream_request_ids, entries = EXCLUDED.entries"
+    )
+}
+
+/// The batches of a record as the JSON array `record_statement` reads.
+fn batches_json<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> serde_json::Value {
+    serde_json::Value::Array(
+        batches
+            .map(|b| {
+                serde_json::json!({
+                    "index": b.index,
+                    "phone_ids": b.phone_ids,
+                    "upstream_request_ids": b.upstream_request_ids,
+                    "entries": b.entries,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Binds `record_statement`'s `$1`-`$7`.
+fn bind_record<'q>(
+    sql: &'q str,
+    record: &'q StopRecord,
+    batches: serde_json::Value,
+    retention: &Retention,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&record.tenant)
+        .bind(&record.request_id)
+        .bind(&record.caller)
+        .bind(&record.project_id)
+        .bind(record.created_at)
+        .bind(retention.records.as_secs_f64())
+        .bind(Json(batches))
+}
+
 pub(super) async fn finish(
     pool: &PgPool,
     tenant: &str,
     key: &str,
     answer: Option<(u16, Vec<u8>)>,
+    record: Option<&StopRecord>,
+    retention: &Retention,
 ) -> Result<(), sqlx::Error> {
-    match answer {
-        Some((status, body)) => {
-            sqlx::query(
-                "UPDATE cphgw_idempotency_keys SET status = $3, body = $4, lease_until = NULL \
-                 WHERE tenant = $1 AND key = $2",
-            )
-            .bind(tenant)
-            .bind(key)
-            .bind(status as i16)
-            .bind(body)
-            .execute(pool)
-            .await?;
+    // The key's answer (or its release) and the record, in one statement.
+    let key_cte = match answer {
+        Some(_) => {
+            "k AS (UPDATE cphgw_idempotency_keys SET status = $10, body = $11, lease_until = NULL \
+             WHERE tenant = $8 AND key = $9 RETURNING 1),"
         }
         None => {
-            sqlx::query(
-                "DELETE FROM cphgw_idempotency_keys WHERE tenant = $1 AND key = $2 AND status IS NULL",
+            "k AS (DELETE FROM cphgw_idempotency_keys \
+             WHERE tenant = $8 AND key = $9 AND status IS NULL AND $10::int2 IS NULL AND $11::bytea IS NULL RETURNING 1),"
+        }
+    };
+    let (status, body) = match answer {
+        Some((status, body)) => (Some(status as i16), Some(body)),
+        None => (None, None),
+    };
+    match record {
+        Some(record) => {
+            let sql = record_statement(key_cte, true);
+            bind_record(&sql, record, batches_json(record.batches.iter()), retention)
+                .bind(tenant)
+                .bind(key)
+                .bind(status)
+                .bind(body)
+                .execute(pool)
+                .await?;
+        }
+        None => {
+            let sql = format!(
+                "WITH {} SELECT count(*) FROM k",
+                key_cte.trim_end_matches(',')
             )
-            .bind(tenant)
-            .bind(key)
-            .execute(pool)
-            .await?;
+            .replace("$8", "$1")
+            .replace("$9", "$2")
+            .replace("$10", "$3")
+            .replace("$11", "$4");
+            sqlx::query(&sql)
+                .bind(tenant)
+                .bind(key)
+                .bind(status)
+                .bind(body)
+                .execute(pool)
+                .await?;
         }
     }
-    Ok(())
-}
-
-async fn put_batch(
-    conn: &mut PgConnection,
-    tenant: &str,
-    request_id: &str,
-    batch: &RecordBatch,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO cphgw_stop_batches (tenant, request_id, index, phone_ids, upstream_request_ids, entries) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (tenant, request_id, index) DO UPDATE SET phone_ids = EXCLUDED.phone_ids, \
-         upstream_request_ids = EXCLUDED.upstream_request_ids, entries = EXCLUDED.entries",
-    )
-    .bind(tenant)
-    .bind(request_id)
-    .bind(batch.index as i32)
-    .bind(&batch.phone_ids)
-    .bind(&batch.upstream_request_ids)
-    .bind(batch.entries.as_ref().map(Json))
-    .execute(conn)
-    .await?;
     Ok(())
 }
 
@@ -149,40 +216,29 @@ pub(super) async fn put_record(
     record: &StopRecord,
     retention: &Retention,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $5 + make_interval(secs => $6)) \
-         ON CONFLICT (tenant, request_id) DO UPDATE SET caller = EXCLUDED.caller, \
-         project_id = EXCLUDED.project_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at",
-    )
-    .bind(&record.tenant)
-    .bind(&record.request_id)
-    .bind(&record.caller)
-    .bind(&record.project_id)
-    .bind(record.created_at)
-    .bind(retention.records.as_secs_f64())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM cphgw_stop_batches WHERE tenant = $1 AND request_id = $2")
-        .bind(&record.tenant)
-        .bind(&record.request_id)
-        .execute(&mut *tx)
+    let sql = record_statement("", true);
+    bind_record(&sql, record, batches_json(record.batches.iter()), retention)
+        .execute(pool)
         .await?;
-    for batch in &record.batches {
-        put_batch(&mut tx, &record.tenant, &record.request_id, batch).await?;
-    }
-    tx.commit().await
+    Ok(())
 }
 
 pub(super) async fn put_record_batch(
     pool: &PgPool,
-    tenant: &str,
-    request_id: &str,
+    record: &StopRecord,
     batch: &RecordBatch,
+    retention: &Retention,
 ) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    put_batch(&mut conn, tenant, request_id, batch).await
+    let sql = record_statement("", false);
+    bind_record(
+        &sql,
+        record,
+        batches_json(std::iter::once(batch)),
+        retention,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn record(

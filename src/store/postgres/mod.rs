@@ -58,7 +58,10 @@ impl PgStore {
                 // sqlx's message may quote the URL, which may hold a password.
                 StoreError::Invalid(format!("{}: not a valid PostgreSQL URL", url.key()))
             })?
-            .application_name("cph-gateway");
+            .application_name("cph-gateway")
+            // Keys and records need not wait for the disk (see `callers`);
+            // tenant changes turn it back on for their transactions.
+            .options([("synchronous_commit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(0)
@@ -342,8 +345,10 @@ impl Store for PgStore {
         tenant: &str,
         key: &str,
         answer: Option<(u16, Vec<u8>)>,
+        record: Option<&StopRecord>,
     ) -> Result<(), StoreError> {
-        self.seen(callers::finish(&self.pool, tenant, key, answer).await)
+        let done = callers::finish(&self.pool, tenant, key, answer, record, &self.retention).await;
+        self.seen(done)
     }
 
     async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError> {
@@ -352,11 +357,11 @@ impl Store for PgStore {
 
     async fn put_record_batch(
         &self,
-        tenant: &str,
-        request_id: &str,
+        record: &StopRecord,
         batch: &RecordBatch,
     ) -> Result<(), StoreError> {
-        self.seen(callers::put_record_batch(&self.pool, tenant, request_id, batch).await)
+        let done = callers::put_record_batch(&self.pool, record, batch, &self.retention).await;
+        self.seen(done)
     }
 
     async fn stop_record(

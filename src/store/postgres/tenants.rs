@@ -9,8 +9,12 @@ use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
 /// The notification channel of tenant changes.
 pub const CHANNEL: &str = "cphgw_tenants";
 
-/// Locks the mapping for a write and returns its revision.
+/// Locks the mapping for a write and returns its revision. Tenant changes
+/// wait for the disk, whatever the connection's default.
 pub(super) async fn lock_revision(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
+    sqlx::query("SET LOCAL synchronous_commit TO ON")
+        .execute(&mut **tx)
+        .await?;
     let rev: i64 = sqlx::query_scalar("SELECT tenants_revision FROM cphgw_meta FOR UPDATE")
         .fetch_one(&mut **tx)
         .await?;
