@@ -83,7 +83,13 @@ impl Upstream {
             metrics.clone(),
             credential_states.clone(),
         ));
-        let cph = CphClient::new(http, cfg.cph_endpoint.clone(), cfg.timeout, metrics.clone());
+        let cph = CphClient::new(
+            http,
+            cfg.cph_endpoint.clone(),
+            cfg.timeout,
+            cfg.max_response_bytes,
+            metrics.clone(),
+        );
         Self {
             cph,
             credentials: Credentials::new(iam, configured, credential_states.clone()),

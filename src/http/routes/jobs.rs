@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Authenticated, TenantContext};
+use super::extract::{Authenticated, Path, TenantContext};
 use crate::domain::{ApiError, Code, JobId, RequestId};
 use crate::http::error::ErrorJson;
 use crate::http::state::AppState;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Authenticated, TenantContext, read_body};
+use super::extract::{Authenticated, Path, TenantContext, read_body};
 use crate::domain::{ApiError, RequestId};
 use crate::http::error::ErrorJson;
 use crate::http::middleware::REQUEST_ID_HEADER;
@@ -121,7 +121,7 @@ async fn stop(
     app.check_rate(&ctx.tenant.name)?;
     let key = IdempotencyKey::from_header(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
     let wait = prefer_wait(headers);
-    let body = read_body(headers, body, app.config.limits.max_body_bytes).await?;
+    let body = read_body(app, headers, body, app.config.limits.max_body_bytes).await?;
     let plan = Plan::parse(
         &body,
         app.config.limits.max_phone_ids,
