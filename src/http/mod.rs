@@ -1,6 +1,7 @@
 //! The server side: the state handlers run on, the routers, middleware,
 //! handlers, error rendering, the API document, and the listeners.
 
+pub mod admission;
 pub mod conn;
 pub mod error;
 pub mod listener;

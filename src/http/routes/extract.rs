@@ -78,6 +78,7 @@ impl TenantContext {
             )
         })?;
         tracing::Span::current().record("tenant", name.as_str());
+        crate::http::middleware::note_tenant(&name);
         Ok(Self { caller, tenant })
     }
 

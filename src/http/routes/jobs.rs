@@ -92,6 +92,10 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let ctx = TenantContext::resolve(app, caller)?;
     let project = ctx.project(path_project)?;
+    // Job queries count like stops: the tenant's rate, the gateway's
+    // capacity, and (in `Upstream::job`) the project's upstream limit.
+    app.check_rate(&ctx.tenant.name)?;
+    let _request = app.admission.request()?;
     let job_id = JobId::parse(job_id).ok_or_else(|| {
         ApiError::new(
             Code::InvalidId,
