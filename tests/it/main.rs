@@ -13,6 +13,7 @@ mod auth;
 mod callers;
 mod check_config;
 mod check_online;
+mod connections;
 mod demo;
 mod faults;
 mod hostile;
