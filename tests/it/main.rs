@@ -30,4 +30,5 @@ mod status;
 mod stop;
 mod store;
 mod tokens;
+mod upstream_bounds;
 mod upstream_tls;
