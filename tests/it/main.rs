@@ -20,6 +20,7 @@ mod hostile;
 mod jwks;
 mod listener_tls;
 mod ops;
+mod overload;
 mod plan_props;
 mod poison;
 mod rotation;
