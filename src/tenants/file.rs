@@ -95,6 +95,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
         Err(e) => return Err(e),
     };
+    // Only a regular file is replaced: a link to a device (`/dev/zero`), a
+    // FIFO or a directory stays as it is.
+    match std::fs::metadata(&target) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", target.display()),
+            ));
+        }
+        _ => {}
+    }
     let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

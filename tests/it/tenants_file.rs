@@ -24,7 +24,19 @@ fn make_odd(path: &Path, kind: &str) {
                 .expect("mkfifo runs");
             assert!(ok.success());
         }
-        "dev_zero" => std::os::unix::fs::symlink("/dev/zero", path).expect("symlink"),
+        // A device like /dev/zero, made beside the file where the test may
+        // (as root), so that a gateway that wrongly replaced the link's
+        // target would not replace the system's /dev/zero.
+        "dev_zero" => {
+            let own = path.with_file_name("zero");
+            let made = std::process::Command::new("mknod")
+                .arg(&own)
+                .args(["c", "1", "5"])
+                .status()
+                .is_ok_and(|s| s.success());
+            let target = if made { own } else { "/dev/zero".into() };
+            std::os::unix::fs::symlink(target, path).expect("symlink");
+        }
         "directory" => std::fs::create_dir(path).expect("mkdir"),
         "dangling" => {
             std::os::unix::fs::symlink(path.with_extension("gone"), path).expect("symlink")
@@ -84,7 +96,11 @@ async fn odd_tenants_paths_cannot_wedge_reload_put_sighup_or_shutdown() {
         let stop = stop_status(&gw, TENANT_A, PROJECT_A).await;
         let body = json!({"default_project": PROJECT_A, "projects": [
             {"project_id": PROJECT_A, "region": "cn-east-3", "credential": "default"}]});
-        let put = admin_call(&gw, Method::PUT, "/admin/v1/tenants/initech", Some(body)).await;
+        let put = if kind == "dev_zero" && !gw.tenants_file().with_file_name("zero").exists() {
+            Some(0) // never risk the system's /dev/zero
+        } else {
+            admin_call(&gw, Method::PUT, "/admin/v1/tenants/initech", Some(body)).await
+        };
         let signalled = Instant::now();
         gw.signal("TERM");
         let exit = gw.wait_exit(Duration::from_secs(5)).await;
@@ -102,6 +118,14 @@ async fn odd_tenants_paths_cannot_wedge_reload_put_sighup_or_shutdown() {
             "{kind}: the last good mapping stays"
         );
         assert!(put.is_some(), "{kind}: PUT hung");
+        if let Some(zero) = Some(gw.tenants_file().with_file_name("zero")).filter(|z| z.exists()) {
+            use std::os::unix::fs::FileTypeExt;
+            let meta = std::fs::metadata(&zero).expect("the device");
+            assert!(
+                meta.file_type().is_char_device(),
+                "{kind}: PUT replaced the link's device"
+            );
+        }
         assert!(
             exit.is_some_and(|s| s.success()),
             "{kind}: no clean exit:\n{}",
