@@ -28,6 +28,7 @@ mod rotation;
 mod security;
 mod shutdown;
 mod smoke;
+mod soak;
 mod status;
 mod stop;
 mod store;

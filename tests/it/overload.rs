@@ -13,12 +13,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::process::GatewayProcess;
 use crate::helpers::*;
 
-/// Sends a stop of `ids` in the background.
+/// Sends a stop of `ids` by acme in the background.
 fn stop_in_background(app: &TestApp, ids: Vec<String>) -> tokio::task::JoinHandle<StatusCode> {
+    stop_in_background_as(app, TENANT_A, ids)
+}
+
+fn stop_in_background_as(
+    app: &TestApp,
+    tenant: &str,
+    ids: Vec<String>,
+) -> tokio::task::JoinHandle<StatusCode> {
     let req = app
         .client
         .post(format!("{}{STOP}", app.url))
-        .bearer_auth(caller_token(TENANT_A))
+        .bearer_auth(caller_token(tenant))
         .json(&json!({ "phone_ids": ids }));
     tokio::spawn(async move { req.send().await.map(|r| r.status()).expect("answer") })
 }
@@ -100,6 +108,8 @@ async fn ids_over_max_in_flight_ids_are_503_before_anything_is_sent() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Two requests in flight (one per tenant, each at its half) fill a limit
+/// of 2: a third is refused, whoever sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_max_in_flight_requests_are_503() {
     let app = TestApp::spawn_with(
@@ -111,7 +121,7 @@ async fn requests_over_max_in_flight_requests_are_503() {
     let token = caller_token(TENANT_A);
     let running = [
         stop_in_background(&app, app.phones(PROJECT_A, 0, 1)),
-        stop_in_background(&app, app.phones(PROJECT_A, 1, 1)),
+        stop_in_background_as(&app, TENANT_B, app.phones(PROJECT_B, 1, 1)),
     ];
     let ok = eventually(Duration::from_secs(5), async || {
         app.sim.stats().batch_stop_requests == 2
@@ -130,7 +140,7 @@ async fn requests_over_max_in_flight_requests_are_503() {
     let resp = app
         .client
         .get(format!("{}/v1/cloud-phone/jobs/abc", app.url))
-        .bearer_auth(&token)
+        .bearer_auth(caller_token(TENANT_B))
         .send()
         .await
         .expect("answer");
@@ -286,4 +296,36 @@ async fn a_stop_whose_caller_disconnects_runs_to_its_end_logged_and_counted() {
         Some(1000.0),
         "{m}"
     );
+}
+
+/// One tenant holds at most half of the in-flight ids: a heavy tenant
+/// leaves room for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_holds_at_most_half_of_the_in_flight_ids() {
+    let app = TestApp::spawn_with(
+        TestOptions::default()
+            .set("limits.max_in_flight_ids", "20000")
+            .sim(|s| s.faults.latency_ms = 500),
+    )
+    .await;
+    let first = stop_in_background(&app, app.phones(PROJECT_A, 0, 10_000));
+    let ok = eventually(Duration::from_secs(5), async || {
+        sample(&app.metrics().await, "cphgw_in_flight_ids") == Some(10_000.0)
+    })
+    .await;
+    assert!(ok, "the first stop is not in flight");
+    let (status, body) = app
+        .stop(&caller_token(TENANT_A), &app.phones(PROJECT_A, 10_000, 10))
+        .await;
+    assert_gateway_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "CPHGW.0202");
+    let (status, body) = app
+        .stop(&caller_token(TENANT_B), &app.phones(PROJECT_B, 0, 5_000))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the other tenant: {}",
+        body["error_msg"]
+    );
+    assert_eq!(first.await.expect("first"), StatusCode::OK);
 }

@@ -123,6 +123,31 @@ pub async fn read_body(
         })
 }
 
+/// Reads and drops the body in the background (at most `limit` bytes,
+/// within `server.body_read_timeout_ms`) while the answer is sent, so that
+/// an answer given before the body was needed (403, 429, 503) reaches a
+/// client that is still sending it, rather than a connection reset.
+/// Nothing is kept.
+pub fn discard_body(app: &AppState, body: axum::body::Body, limit: usize) {
+    let timeout = app.config.server.body_read_timeout;
+    tokio::spawn(discard(body, limit, timeout));
+}
+
+async fn discard(body: axum::body::Body, limit: usize, timeout: std::time::Duration) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
+}
+
 async fn read_body_within(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,

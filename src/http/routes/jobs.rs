@@ -95,7 +95,7 @@ async fn show(
     // Job queries count like stops: the tenant's rate, the gateway's
     // capacity, and (in `Upstream::job`) the project's upstream limit.
     app.check_rate(&ctx.tenant.name)?;
-    let _request = app.admission.request()?;
+    let _request = app.admission.request(&ctx.tenant.name)?;
     let job_id = JobId::parse(job_id).ok_or_else(|| {
         ApiError::new(
             Code::InvalidId,

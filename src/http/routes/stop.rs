@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::extract::{Authenticated, Path, TenantContext, read_body};
+use super::extract::{Authenticated, Path, TenantContext, discard_body, read_body};
 use crate::domain::{ApiError, Code, RequestId};
 use crate::http::error::ErrorJson;
 use crate::http::middleware::{REQUEST_ID_HEADER, RequestStarted};
@@ -139,19 +139,35 @@ async fn stop(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let ctx = TenantContext::resolve(app, caller)?;
-    let project = ctx.project(call.path_project.as_deref())?;
-    app.check_rate(&ctx.tenant.name)?;
-    let key = IdempotencyKey::from_header(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
     let wait = prefer_wait(headers);
     let limits = &app.config.limits;
-    let request = app.admission.request()?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    app.admission
-        .check_declared(declared, limits.max_phone_ids)?;
+    let admitted = (|| {
+        let ctx = TenantContext::resolve(app, caller)?;
+        let project = ctx.project(call.path_project.as_deref())?;
+        app.check_rate(&ctx.tenant.name)?;
+        let key =
+            IdempotencyKey::from_header(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+        let request = app.admission.request(&ctx.tenant.name)?;
+        app.admission
+            .check_declared(&ctx.tenant.name, declared, limits.max_phone_ids)?;
+        Ok::<_, ApiError>((ctx, project, key, request))
+    })();
+    let (ctx, project, key, request) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            // Refused before the body was needed: it is read and dropped
+            // while the answer goes out (unless it is over the limit
+            // anyway), so that the client gets the answer, not a reset.
+            if declared.is_none_or(|n| n <= limits.max_body_bytes as u64) {
+                discard_body(app, body, limits.max_body_bytes);
+            }
+            return Err(e);
+        }
+    };
     let body = read_body(app, headers, body, limits.max_body_bytes).await?;
     let plan = Plan::parse(
         &body,
@@ -163,7 +179,7 @@ async fn stop(
         let ids: Vec<&str> = plan.ids().iter().map(|id| &**id).collect();
         tracing::debug!(phone_ids = %ids.join(","), "phone ids of the request");
     }
-    let ids = app.admission.ids(plan.ids().len())?;
+    let ids = app.admission.ids(&ctx.tenant.name, plan.ids().len())?;
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
     let Call {
         route,
