@@ -225,6 +225,8 @@ pub fn fd_limit() -> Option<u64> {
                 }
             }
         }
+        // `rlim_t` is not u64 on every unix.
+        #[allow(clippy::unnecessary_cast)]
         Some(rl.rlim_cur as u64)
     }
     #[cfg(not(unix))]

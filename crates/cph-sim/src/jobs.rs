@@ -295,6 +295,26 @@ pub(crate) async fn phone(
     reply.json(StatusCode::OK, &body)
 }
 
+/// Counts a job query in flight until dropped.
+struct JobQueryInFlight<'a>(&'a crate::stats::Counters);
+
+impl<'a> JobQueryInFlight<'a> {
+    fn enter(stats: &'a crate::stats::Counters) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = stats.job_queries_in_flight.fetch_add(1, Relaxed) + 1;
+        stats.max_job_queries_in_flight.fetch_max(now, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for JobQueryInFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .job_queries_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,25 +342,5 @@ mod tests {
         }
         let twenty = (0..20).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         assert!(list_params(Some(&format!("request_ids={twenty}"))).is_ok());
-    }
-}
-
-/// Counts a job query in flight until dropped.
-struct JobQueryInFlight<'a>(&'a crate::stats::Counters);
-
-impl<'a> JobQueryInFlight<'a> {
-    fn enter(stats: &'a crate::stats::Counters) -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = stats.job_queries_in_flight.fetch_add(1, Relaxed) + 1;
-        stats.max_job_queries_in_flight.fetch_max(now, Relaxed);
-        Self(stats)
-    }
-}
-
-impl Drop for JobQueryInFlight<'_> {
-    fn drop(&mut self) {
-        self.0
-            .job_queries_in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

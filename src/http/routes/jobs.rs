@@ -35,10 +35,13 @@ enum JobAnswers {
     /// CPH's answer for an unknown job, passed through
     #[response(status = 404)]
     NotFound(serde_json::Map<String, serde_json::Value>),
-    /// CPHGW.0301 upstream failed
+    /// CPHGW.0201 tenant rate limit (job queries count like stops); Retry-After set
+    #[response(status = 429)]
+    RateLimited(ErrorJson<'static>),
+    /// CPHGW.0301 upstream failed, or answered over the size limit or not with JSON
     #[response(status = 502)]
     UpstreamFailed(ErrorJson<'static>),
-    /// CPHGW.0303 no IAM token
+    /// CPHGW.0303 no IAM token; or CPHGW.0202 the gateway is at capacity (Retry-After set)
     #[response(status = 503)]
     IamUnavailable(ErrorJson<'static>),
     /// CPHGW.0302 upstream timed out

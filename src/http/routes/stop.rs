@@ -29,7 +29,7 @@ enum StopAnswers {
     /// One entry per distinct phone id, in request order; per-phone errors inside
     #[response(status = 200)]
     Stopped(StopResponse<'static>),
-    /// CPHGW.0001 bad body, CPHGW.0002 bad phone id, CPHGW.0006 malformed Idempotency-Key
+    /// CPHGW.0001 bad body (or one not received within server.body_read_timeout_ms), CPHGW.0002 bad phone id, CPHGW.0006 malformed Idempotency-Key
     #[response(status = 400)]
     BadRequest(ErrorJson<'static>),
     /// CPHGW.0101 invalid JWT
@@ -53,7 +53,7 @@ enum StopAnswers {
     /// CPHGW.0301 no batch got a definite answer; every phone listed
     #[response(status = 502)]
     UpstreamFailed(StopResponse<'static>),
-    /// CPHGW.0303 no IAM token (every phone listed); CPHGW.0304 the shared store is unreachable and the request carries an Idempotency-Key (nothing sent)
+    /// CPHGW.0303 no IAM token (every phone listed); CPHGW.0304 the shared store is unreachable and the request carries an Idempotency-Key (nothing sent); CPHGW.0202 the gateway is at capacity (a plain error body, Retry-After set, nothing sent)
     #[response(status = 503)]
     IamUnavailable(StopResponse<'static>),
     /// CPHGW.0302 upstream timed out; every phone listed
