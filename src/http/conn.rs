@@ -47,6 +47,9 @@ struct Times {
     head_started: Option<Instant>,
     /// Asked to close (evicted, or shutting down).
     closing: bool,
+    /// The reader parked while a request was in progress: woken when it
+    /// ends, so that the idle deadline is armed.
+    reader: Option<std::task::Waker>,
 }
 
 /// What the listener knows about one of its connections.
@@ -64,6 +67,7 @@ impl ConnState {
                 idle_since: Instant::now(),
                 head_started: None,
                 closing: false,
+                reader: None,
             }),
             close: tokio::sync::Notify::new(),
         })
@@ -105,10 +109,13 @@ impl ConnState {
         }
     }
 
-    /// When the socket must have produced its next bytes, if ever.
-    fn read_deadline(&self, timeouts: ConnTimeouts) -> Option<Instant> {
-        let t = self.times();
+    /// When the socket must have produced its next bytes, if ever; while a
+    /// request is in progress there is none, and the reader is woken when
+    /// it ends.
+    fn read_deadline(&self, timeouts: ConnTimeouts, cx: &Context<'_>) -> Option<Instant> {
+        let mut t = self.times();
         if t.in_request > 0 {
+            t.reader = Some(cx.waker().clone());
             return None;
         }
         Some(match t.head_started {
@@ -128,6 +135,9 @@ impl Drop for RequestGuard {
         t.in_request = t.in_request.saturating_sub(1);
         if t.in_request == 0 {
             t.idle_since = Instant::now();
+            if let Some(reader) = t.reader.take() {
+                reader.wake();
+            }
         }
     }
 }
@@ -159,7 +169,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             }
             return Poll::Ready(r);
         }
-        let Some(deadline) = this.state.read_deadline(this.timeouts) else {
+        let Some(deadline) = this.state.read_deadline(this.timeouts, cx) else {
             return Poll::Pending;
         };
         match &mut this.read_timer {
