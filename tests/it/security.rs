@@ -987,13 +987,13 @@ async fn check_config_exits_0_on_a_good_config_and_1_on_a_bad_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_jwks_answer_is_refused() {
     let mut set = json!({"keys": [jwk("rsa-jwk.json")]});
-    set["padding"] = "x".repeat(200_000).into();
+    // Over the default upstream.max_response_bytes (4 MiB).
+    set["padding"] = "x".repeat(5 * 1024 * 1024).into();
     let server = JwksServer::start(set.to_string()).await;
     let app = TestApp::spawn_with(
         TestOptions::default()
             .set("auth.jwks_url", &format!("\"{}\"", server.url))
-            .set("auth.jwks_refresh_cooldown_s", "0")
-            .set("upstream.max_response_bytes", "65536"),
+            .set("auth.jwks_refresh_cooldown_s", "0"),
     )
     .await;
     let token = mint(Algorithm::RS256, &unique_claims(TENANT_A), Some("key-1"));

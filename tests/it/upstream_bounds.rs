@@ -72,10 +72,9 @@ async fn an_oversized_job_query_answer_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_iam_answer_gets_no_token() {
+    // Over the default upstream.max_response_bytes (4 MiB).
     let app = TestApp::spawn_with(
-        TestOptions::default()
-            .set("upstream.max_response_bytes", "1048576")
-            .sim(|s| s.faults.oversize_iam_bytes = 16 * 1024 * 1024),
+        TestOptions::default().sim(|s| s.faults.oversize_iam_bytes = 16 * 1024 * 1024),
     )
     .await;
     let ids = app.phones(PROJECT_A, 0, 3);
