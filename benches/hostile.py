@@ -55,9 +55,10 @@ def http(method, url, body=None, token=None, timeout=10, headers=None):
         return 0, b"", time.monotonic() - t
 
 
-def proc_stat(pid):
+def proc_stat(pid, field="VmRSS:"):
+    """(MiB of `field`, open fds); VmHWM is the peak RSS of the process."""
     try:
-        rss = next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+        rss = next(l for l in open(f"/proc/{pid}/status") if l.startswith(field))
         rss = int(rss.split()[1]) // 1024
         fds = len(os.listdir(f"/proc/{pid}/fd"))
         return rss, fds
@@ -157,8 +158,10 @@ def sim_stats(sim_url):
 
 def report(name, gw, extra=""):
     rss, fds = gw.stat()
+    peak = proc_stat(gw.proc.pid, "VmHWM:")[0]
     h, s = gw.good_latency()
-    print(f"{name:28} RSS {rss:5} MiB  fds {fds:5}  healthz {h}s  stop {s}s  {extra}", flush=True)
+    print(f"{name:30} RSS {rss:5} MiB (peak {peak:5})  fds {fds:5}  healthz {h}s  stop {s}s  {extra}",
+          flush=True)
 
 
 def attack(name):
@@ -180,14 +183,21 @@ def main():
         report("idle gateway", gw)
         socks = []
         for i in range(8000):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", gw.port if i % 8 else gw.admin_port))
+            socks.append(s)
+        time.sleep(3)
+        connected = 0
+        for i, s in enumerate(socks):
             try:
-                s = socket.create_connection(("127.0.0.1", gw.port if i % 8 else gw.admin_port), timeout=0.5)
+                s.getpeername()
+                connected += 1
                 if i % 3 == 0:
-                    s.sendall(b"POST /v1/cloud-phone/phones/batch-stop HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 2000)
-                socks.append(s)
+                    s.send(b"POST /v1/cloud-phone/phones/batch-stop HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 2000)
             except OSError:
                 pass
-        report("8000 idle/half-open conns", gw, f"({len(socks)} connected)")
+        report("8000 idle/half-open conns", gw, f"({connected} connected)")
         time.sleep(15)
         open_now = 0
         for s in socks:
@@ -318,7 +328,7 @@ def main():
             exited = f"{time.monotonic() - t0:.2f}s"
         except subprocess.TimeoutExpired:
             exited = "no exit in 15 s"
-        print(f"{'tenants file is a FIFO':28} reload: {st or 'hung'} in {t:.2f}s; SIGTERM: {exited}", flush=True)
+        print(f"{'tenants file is a FIFO':30} reload: {st or 'hung'} in {t:.2f}s; SIGTERM: {exited}", flush=True)
         gw.close()
 
     if attack("logs"):
@@ -330,12 +340,18 @@ def main():
         now = int(time.time())
         claims = {"iss": "https://idp.bench.local", "aud": "cph-gateway", "exp": now + 600, "iat": now,
                   "nbf": now, "tenant": "acme", "sub": "svc\n2026-01-01T00:00:00Z  INFO forged: all good"}
-        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
-        sig = b64(hmac.new(SECRET.encode(), head.encode(), hashlib.sha256).digest())
-        gw.stop([phone(PROJECT_A, 9999)], head + "." + sig)
+        def mint(c):
+            head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(c).encode())
+            return head + "." + b64(hmac.new(SECRET.encode(), head.encode(), hashlib.sha256).digest())
+        gw.stop([phone(PROJECT_A, 9999)], mint(claims))
+        admin = dict(claims, roles=["cph-gateway-admin"])
+        del admin["tenant"]
+        body = {"default_project": PROJECT_A, "projects": [
+            {"project_id": PROJECT_A, "region": "cn-east-3", "credential": "default"}]}
+        http("PUT", gw.admin + "/admin/v1/tenants/initech", body, mint(admin))
         time.sleep(0.5)
         forged = sum(l.startswith("2026-01-01T00:00:00Z  INFO forged") for l in gw.logs().splitlines())
-        print(f"{'JWT sub with a newline':28} forged log lines: {forged}", flush=True)
+        print(f"{'JWT sub with a newline':30} forged log lines: {forged}", flush=True)
         gw.close()
 
     if attack("sigterm"):
@@ -344,13 +360,15 @@ def main():
         s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         s.recv(1024)
         s2 = socket.create_connection(("127.0.0.1", gw.port))
+        s3 = socket.create_connection(("127.0.0.1", gw.port))
+        s3.sendall(b"GET /healthz HTTP/1.1\r\nho")
         time.sleep(0.2)
         gw.proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         gw.proc.wait(timeout=30)
-        print(f"{'SIGTERM, idle keep-alives':28} exited after {time.monotonic() - t0:.2f}s (grace 10 s)", flush=True)
-        s.close()
-        s2.close()
+        print(f"{'SIGTERM, idle/half-open conns':30} exited after {time.monotonic() - t0:.2f}s (grace 10 s)", flush=True)
+        for c in (s, s2, s3):
+            c.close()
 
 
 if __name__ == "__main__":
