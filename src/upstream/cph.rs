@@ -260,7 +260,14 @@ impl CphClient {
             Ok(resp) => {
                 let status = resp.status();
                 let headers_retry_after = retry_after(resp.headers());
-                let limit = self.stop_answer_limit(ids.len());
+                // A batch's jobs take room in proportion to its phones; an
+                // error answer is one message (cut to 512 characters once
+                // read), so only the general limit applies to it.
+                let limit = if status.is_success() {
+                    self.stop_answer_limit(ids.len())
+                } else {
+                    self.max_response_bytes
+                };
                 match read_limited(resp, limit).await {
                     Err(BodyError::Transport(e)) => transport_outcome(&e),
                     Err(e @ BodyError::TooLarge { .. }) => CallOutcome::Broken(e.to_string()),

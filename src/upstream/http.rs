@@ -144,7 +144,7 @@ pub async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<bytes:
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// Longer than the limit (declared, or as it came): a broken answer.
-    #[error("answer over {limit} bytes")]
+    #[error("answer larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("{}", describe(.0))]
     Transport(#[from] reqwest::Error),
