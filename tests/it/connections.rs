@@ -276,7 +276,13 @@ async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
     let rss = gw.rss_kib();
     let fds = gw.fds();
     println!("after: gateway has {fds} fds, RSS {rss} KiB");
-    assert!(rss < 64 * 1024, "RSS {rss} KiB under the flood");
+    // The bound is 64 MiB for the release binary; this is the
+    // debug build, whose idle RSS is larger: the flood itself must cost
+    // less than 32 MiB (benches/hostile.sh measures the release binary).
+    assert!(
+        rss.saturating_sub(rss_before) < 32 * 1024,
+        "RSS went from {rss_before} KiB to {rss} KiB under the flood"
+    );
     assert!(fds <= 1024);
     drop((caller, admin));
 }
