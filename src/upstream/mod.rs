@@ -85,7 +85,8 @@ impl Upstream {
             cfg.timeout,
             metrics.clone(),
             credential_states.clone(),
-        ));
+        )
+        .limit_responses(cfg.max_response_bytes));
         let cph = CphClient::new(
             http,
             cfg.cph_endpoint.clone(),

@@ -180,6 +180,7 @@ async fn a_path_that_is_not_utf8_gets_the_contract_body() {
     for path in [
         "/v1/%FF%FE/cloud-phone/phones/batch-stop",
         "/v1/cloud-phone/jobs/%C3%28",
+        "/v1/cloud-phone/stops/%FF",
     ] {
         let resp = app
             .client
