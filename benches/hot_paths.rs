@@ -109,7 +109,7 @@ fn merge_benches(c: &mut Criterion) {
             let merged = merge(black_box(&plan), black_box(&jobs));
             for (outcome, n) in merged.outcome_counts() {
                 if n > 0 {
-                    metrics.phones(outcome.label(), n);
+                    metrics.phones(outcome.label(), "acme", n);
                 }
             }
             merged.jobs.len()

@@ -14,6 +14,8 @@ pub(super) struct RawLimits {
     max_body_bytes: usize,
     tenant_rate_per_s: u32,
     request_timeout_ms: u64,
+    max_in_flight_ids: usize,
+    max_in_flight_requests: usize,
 }
 
 impl Default for RawLimits {
@@ -23,6 +25,8 @@ impl Default for RawLimits {
             max_body_bytes: 1_048_576,
             tenant_rate_per_s: 50,
             request_timeout_ms: 30_000,
+            max_in_flight_ids: 200_000,
+            max_in_flight_requests: 2048,
         }
     }
 }
@@ -34,6 +38,10 @@ pub struct LimitsConfig {
     pub tenant_rate_per_s: u32,
     /// Deadline of one whole caller request.
     pub request_timeout: Duration,
+    /// Phone ids in running stops, all tenants together.
+    pub max_in_flight_ids: usize,
+    /// Caller requests being served at once.
+    pub max_in_flight_requests: usize,
 }
 
 impl RawLimits {
@@ -47,6 +55,11 @@ impl RawLimits {
                 "limits.request_timeout_ms",
                 l.request_timeout_ms,
             )?),
+            max_in_flight_ids: positive("limits.max_in_flight_ids", l.max_in_flight_ids)?,
+            max_in_flight_requests: positive(
+                "limits.max_in_flight_requests",
+                l.max_in_flight_requests,
+            )?,
         })
     }
 }

@@ -170,6 +170,13 @@ hs256_secret_env = "S"
         assert_eq!(c.limits.max_body_bytes, 1_048_576);
         assert_eq!(c.limits.tenant_rate_per_s, 50);
         assert_eq!(c.auth.leeway_s, 30);
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.max_connections, 4096);
+        assert_eq!(c.limits.max_in_flight_ids, 200_000);
+        assert_eq!(c.limits.max_in_flight_requests, 2048);
+        assert_eq!(c.upstream.max_response_bytes, 4_194_304);
         assert_eq!(c.iam.refresh_before_expiry, Duration::from_secs(3600));
     }
 

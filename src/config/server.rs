@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::ConfigError;
-use super::load::parse_addr;
+use super::load::{parse_addr, positive};
 use super::tls::ServerTls;
 
 #[derive(Debug, Deserialize)]
@@ -19,6 +19,10 @@ pub(super) struct RawServer {
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     client_ca_file: Option<PathBuf>,
+    header_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    body_read_timeout_ms: u64,
+    max_connections: usize,
 }
 
 impl Default for RawServer {
@@ -30,6 +34,10 @@ impl Default for RawServer {
             tls_cert_file: None,
             tls_key_file: None,
             client_ca_file: None,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4096,
         }
     }
 }
@@ -41,6 +49,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// TLS on the caller listener (`None`: plain HTTP).
     pub tls: Option<ServerTls>,
+    /// A request head must be complete this long after its first byte.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// A request body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// Connections served at once, per listener.
+    pub max_connections: usize,
 }
 
 impl RawServer {
@@ -50,6 +66,19 @@ impl RawServer {
             admin_listen: parse_addr("server.admin_listen", &self.admin_listen)?,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             tls: ServerTls::from_keys(self.tls_cert_file, self.tls_key_file, self.client_ca_file)?,
+            header_read_timeout: Duration::from_millis(positive(
+                "server.header_read_timeout_ms",
+                self.header_read_timeout_ms,
+            )?),
+            idle_timeout: Duration::from_millis(positive(
+                "server.idle_timeout_ms",
+                self.idle_timeout_ms,
+            )?),
+            body_read_timeout: Duration::from_millis(positive(
+                "server.body_read_timeout_ms",
+                self.body_read_timeout_ms,
+            )?),
+            max_connections: positive("server.max_connections", self.max_connections)?,
         })
     }
 }

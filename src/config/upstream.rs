@@ -23,6 +23,7 @@ pub(super) struct RawUpstream {
     max_retry_after_ms: u64,
     ca_file: Option<PathBuf>,
     proxy: Option<String>,
+    max_response_bytes: usize,
 }
 
 impl Default for RawUpstream {
@@ -38,6 +39,7 @@ impl Default for RawUpstream {
             max_retry_after_ms: 5_000,
             ca_file: None,
             proxy: None,
+            max_response_bytes: 4_194_304,
         }
     }
 }
@@ -61,6 +63,9 @@ pub struct UpstreamConfig {
     pub proxy: ProxyChoice,
     /// Hosts that bypass the proxy, from `NO_PROXY`/`no_proxy` (either choice).
     pub no_proxy: Option<String>,
+    /// The largest upstream answer read (CPH, IAM, JWKS); a larger one is
+    /// broken.
+    pub max_response_bytes: usize,
 }
 
 /// The proxy of upstream calls (IAM, CPH, JWKS), decided once at start.
@@ -191,6 +196,7 @@ impl RawUpstream {
             ca_certs,
             proxy,
             no_proxy: env_var(env, "NO_PROXY").filter(|v| !v.trim().is_empty()),
+            max_response_bytes: positive("upstream.max_response_bytes", u.max_response_bytes)?,
         })
     }
 }

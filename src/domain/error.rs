@@ -27,6 +27,8 @@ pub enum Code {
     PreconditionFailed,
     /// The tenant's rate limit is exceeded.
     RateLimited,
+    /// The gateway is at capacity (in-flight ids or requests); nothing was sent.
+    Overloaded,
     /// Upstream failed (5xx, bad body, connection error) after retries.
     UpstreamFailed,
     /// Upstream did not answer in time; outcome unknown.
@@ -69,6 +71,7 @@ impl Code {
             Code::UnknownTenant => "CPHGW.0104",
             Code::PreconditionFailed => "CPHGW.0105",
             Code::RateLimited => "CPHGW.0201",
+            Code::Overloaded => "CPHGW.0202",
             Code::UpstreamFailed => "CPHGW.0301",
             Code::UpstreamTimeout => "CPHGW.0302",
             Code::IamUnavailable => "CPHGW.0303",
@@ -93,7 +96,9 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Code::IamUnavailable | Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::IamUnavailable | Code::StoreUnavailable | Code::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Code::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 
+use super::conn::ConnTimeouts;
+use super::listener::{self, ListenerLimits};
 use super::router;
 use super::state::{AppState, StartError};
-use super::tls::{self, ReloadingTls, TlsListener};
+use super::tls::{self, ReloadingTls};
 use crate::config::Config;
 use crate::tenants::{Source, sync};
 
@@ -92,34 +94,46 @@ impl App {
     ) -> std::io::Result<()> {
         let state = self.state;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        let server = &state.config.server;
+        let timeouts = ConnTimeouts {
+            header_read: server.header_read_timeout,
+            idle: server.idle_timeout,
         };
-        let (caller, tls_watcher) = match self.tls {
-            None => (
-                Box::pin(
-                    axum::serve(self.listener, router::caller(state.clone()))
-                        .with_graceful_shutdown(stopped(stop_rx.clone()))
-                        .into_future(),
-                )
-                    as std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>,
-                None,
-            ),
-            Some(config) => (
-                Box::pin(
-                    axum::serve(
-                        TlsListener::new(self.listener, config.clone())?,
-                        router::caller(state.clone()),
-                    )
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .into_future(),
-                ) as _,
-                Some(tokio::spawn(tls::watch(config))),
-            ),
-        };
-        let admin = axum::serve(self.admin_listener, router::admin(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future();
+        let (caller_limit, admin_limit) =
+            listener::split_connections(server.max_connections, listener::fd_limit());
+        if caller_limit < server.max_connections || admin_limit < server.max_connections {
+            tracing::warn!(
+                max_connections = server.max_connections,
+                caller = caller_limit,
+                admin = admin_limit,
+                "server.max_connections is more than the file descriptor limit allows; serving fewer connections per listener"
+            );
+        }
+        // TLS (when configured) is handshaken in each connection's task,
+        // within the listener's connection limit.
+        let tls_watcher = self.tls.clone().map(|t| tokio::spawn(tls::watch(t)));
+        let caller = listener::serve(
+            "server.listen",
+            self.listener,
+            router::caller(state.clone()),
+            ListenerLimits {
+                max_connections: caller_limit,
+                timeouts,
+            },
+            self.tls,
+            stop_rx.clone(),
+        );
+        let admin = listener::serve(
+            "server.admin_listen",
+            self.admin_listener,
+            router::admin(state.clone()),
+            ListenerLimits {
+                max_connections: admin_limit,
+                timeouts,
+            },
+            None,
+            stop_rx,
+        );
         let servers = tokio::spawn(async move { tokio::try_join!(caller, admin).map(|_| ()) });
         let watcher = tokio::spawn(sync::run(
             state.store.clone(),

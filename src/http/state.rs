@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use super::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::domain::{ApiError, Code, TenantId};
@@ -48,6 +49,7 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     pub stops: Stops,
     pub metrics: Arc<Metrics>,
+    pub admission: Admission,
     limiter: DefaultKeyedRateLimiter<TenantId>,
     pub shutting_down: AtomicBool,
 }
@@ -95,7 +97,9 @@ impl AppState {
         let rate = NonZeroU32::new(config.limits.tenant_rate_per_s).unwrap_or(NonZeroU32::MIN);
         let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
         let limiter = DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
+        let admission = Admission::new(&config.limits, metrics.clone());
         Ok(Arc::new(Self {
+            admission,
             config,
             auth,
             tenants,

@@ -6,19 +6,17 @@
 //! be used (half-written, a key that does not go with the certificate) is
 //! reported and the last good configuration stays.
 //!
-//! [`ReloadingTls::accept`] wraps one accepted TCP connection;
-//! [`TlsListener`] runs the handshakes beside the accept loop, so that a slow
-//! client never holds up the others, and hands finished ones to the server.
+//! [`ReloadingTls::accept`] wraps one accepted TCP connection; the listener
+//! (`listener.rs`) runs it in the connection's own task, so that a slow
+//! client never holds up the others, within the connection limit.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -26,8 +24,6 @@ use crate::config::{ConfigError, ServerTls};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the backlog.
-const MAX_HANDSHAKES: usize = 256;
 /// How often the files are checked for a change.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -116,80 +112,5 @@ pub async fn watch(tls: Arc<ReloadingTls>) {
             }
             Err(e) => tracing::warn!(error = %e, "TLS reload task failed"),
         }
-    }
-}
-
-/// A listener that hands the server connections whose TLS handshake is done.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Accepts on `tcp` in a task of its own, which ends (closing the port)
-    /// when this listener is dropped.
-    pub fn new(tcp: TcpListener, tls: Arc<ReloadingTls>) -> io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
-        tokio::spawn(accept_loop(tcp, tls, tx));
-        Ok(Self { ready, local })
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    tls: Arc<ReloadingTls>,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let permit = tokio::select! {
-            () = ready.closed() => return,
-            permit = handshakes.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            () = ready.closed() => return,
-            accepted = tcp.accept() => accepted,
-        };
-        let (stream, addr) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (tls, ready) = (tls.clone(), ready.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls.accept(stream).await {
-                Ok(stream) => {
-                    let _ = ready.send((stream, addr)).await;
-                }
-                // A scan, or a client without a certificate under mTLS, is
-                // not the gateway's fault: debug level.
-                Err(e) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -21,7 +21,7 @@ use crate::telemetry::Metrics;
 use crate::tenants::Project;
 use crate::upstream::cph::{CallOutcome, UpstreamJob};
 use crate::upstream::credentials::{Answer, AuthError, Authorization};
-use crate::upstream::retry::{Backoff, RetryBudget};
+use crate::upstream::retry::Backoff;
 use crate::upstream::{ProjectSlot, Upstream};
 
 /// What one request's upstream calls came to, for its log line.
@@ -79,7 +79,6 @@ impl From<BatchOutcome> for BatchResult {
 pub struct Fanout {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
-    budget: RetryBudget,
 }
 
 /// One batch of one request (or a part of one, see [`super::split`]), and
@@ -114,12 +113,7 @@ impl Answer for Attempt {
 
 impl Fanout {
     pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
-        let budget = RetryBudget::new(upstream.cfg.retry_budget_ratio);
-        Self {
-            upstream,
-            metrics,
-            budget,
-        }
+        Self { upstream, metrics }
     }
 
     /// Runs the batches of `plan` that `todo` marks (all when `None`); the
@@ -155,9 +149,10 @@ impl Fanout {
                     summary,
                 };
                 async move {
-                    // Every batch earns a share of a retry; the calls of a
-                    // split do not (they are outside the budget).
-                    self.budget.earn();
+                    // Every batch earns a share of its project's retry
+                    // budget; the calls of a split do not (they are outside
+                    // the budget).
+                    call.slot.budget.earn();
                     (index, self.run_batch_splitting(&call).await)
                 }
                 .instrument(span)
@@ -257,6 +252,7 @@ impl Fanout {
 
     /// One batch (or part of one), with its retries.
     async fn run_batch(&self, call: &BatchCall<'_>) -> Ran {
+        let budget = &call.slot.budget;
         let deadline = call.deadline;
         let mut retries = 0;
         loop {
@@ -285,7 +281,7 @@ impl Fanout {
             };
             // What this attempt came to, and whether another may be made
             // (with the server's Retry-After, if it sent one).
-            let (failure, retry_after) = match outcome {
+            let (failure, retry_after, reason) = match outcome {
                 CallOutcome::Jobs { jobs, request_id } => {
                     return Ran {
                         outcome: BatchOutcome::Jobs(answers(jobs)),
@@ -299,17 +295,17 @@ impl Fanout {
                     error_msg,
                     retry_after,
                 } => {
-                    let retryable = is_retryable(status, error_code.as_deref());
+                    let reason = retry_reason(status, error_code.as_deref());
                     let splittable = may_cure(status, error_code.as_deref());
                     let failure = rejected(status, error_code, error_msg);
-                    if !retryable {
+                    let Some(reason) = reason else {
                         return Ran {
                             outcome: failure,
                             splittable,
                             upstream_request_ids: Vec::new(),
                         };
-                    }
-                    (failure, retry_after)
+                    };
+                    (failure, retry_after, reason)
                 }
                 CallOutcome::NotSent(reason) => (
                     BatchOutcome::failed(
@@ -320,6 +316,7 @@ impl Fanout {
                         ),
                     ),
                     None,
+                    "connect",
                 ),
                 // Sent, then no answer or a broken one: CPH may have acted,
                 // so the batch is never resent.
@@ -348,10 +345,11 @@ impl Fanout {
                 RETRY_BACKOFF.delay_or(retries, retry_after, self.upstream.cfg.max_retry_after);
             if retries >= self.upstream.cfg.max_retries
                 || Instant::now() + delay >= deadline
-                || !self.budget.try_spend()
+                || !budget.try_spend()
             {
                 return failure.into();
             }
+            self.metrics.upstream_retry(reason);
             tracing::debug!(
                 retry = retries + 1,
                 delay_ms = delay.as_millis() as u64,
@@ -398,11 +396,19 @@ pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
     out
 }
 
-/// 429, 503 and CPS.0003 mean CPH did not act on the request.
-fn is_retryable(status: StatusCode, code: Option<&str>) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::SERVICE_UNAVAILABLE
-        || code == Some("CPS.0003")
+/// 429, 503 and CPS.0003 mean CPH did not act on the request: the reason
+/// to try again (the `reason` label of `cphgw_upstream_retries_total`), or
+/// `None` if it may have.
+fn retry_reason(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        Some("429")
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
+        Some("503")
+    } else if code == Some("CPS.0003") {
+        Some("CPS.0003")
+    } else {
+        None
+    }
 }
 
 /// A whole batch refused by CPH: its error passes through to each phone.

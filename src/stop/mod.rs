@@ -283,7 +283,7 @@ impl Stops {
         for (outcome, n) in merged.outcome_counts() {
             span.record(outcome.label(), n);
             if n > 0 {
-                self.metrics.phones(outcome.label(), n);
+                self.metrics.phones(outcome.label(), tenant.as_str(), n);
             }
         }
         // The record, batch by batch, from the merged entries.

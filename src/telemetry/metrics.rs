@@ -34,6 +34,17 @@ impl Drop for GaugeGuard {
 struct RouteStatus {
     route: &'static str,
     status: u16,
+    tenant: Tenant,
+}
+
+/// The `tenant` label: a tenant name from the mapping, or "" for a request
+/// without a mapped tenant. Never taken from a token unchecked, so the
+/// series are bounded by the tenants ever mapped.
+type Tenant = String;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Limit {
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +55,7 @@ struct Status {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: &'static str,
+    tenant: Tenant,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +93,8 @@ pub struct Metrics {
     store_up: Gauge,
     idempotent_replays: Counter,
     record_failures: Counter,
+    in_flight_ids: Gauge,
+    overload_rejections: Family<Limit, Counter>,
     upstream_in_flight: Family<ProjectLabel, Gauge>,
     iam_token_age: Family<ProjectLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     tenants_revision: Gauge,
@@ -108,6 +122,8 @@ impl Metrics {
         let store_up = Gauge::default();
         let idempotent_replays = Counter::default();
         let record_failures = Counter::default();
+        let in_flight_ids = Gauge::default();
+        let overload_rejections = Family::default();
         let upstream_in_flight = Family::default();
         let iam_token_age = Family::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
@@ -135,7 +151,7 @@ impl Metrics {
         );
         registry.register(
             "cphgw_upstream_retries",
-            "Extra upstream (CPH) calls by reason (split: a whole batch refused, sent again in halves)",
+            "Extra upstream (CPH) calls by reason: 429, 503, CPS.0003, connect (retries), renewed_token (a 401 answered by renewing the IAM token), split (a whole batch refused, sent again in halves)",
             upstream_retries.clone(),
         );
         registry.register(
@@ -179,6 +195,16 @@ impl Metrics {
             store_up.clone(),
         );
         registry.register(
+            "cphgw_in_flight_ids",
+            "Phone ids in running stops",
+            in_flight_ids.clone(),
+        );
+        registry.register(
+            "cphgw_overload_rejections",
+            "Requests refused with 503 CPHGW.0202, by the limit reached (ids, requests)",
+            overload_rejections.clone(),
+        );
+        registry.register(
             "cphgw_upstream_in_flight",
             "Upstream calls in flight per project",
             upstream_in_flight.clone(),
@@ -212,6 +238,8 @@ impl Metrics {
             store_up,
             idempotent_replays,
             record_failures,
+            in_flight_ids,
+            overload_rejections,
             upstream_in_flight,
             iam_token_age,
             tenants_revision,
@@ -224,9 +252,15 @@ impl Metrics {
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 
-    pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+    /// A caller request answered; `tenant` is the mapped tenant's name, or
+    /// "" when the request had none.
+    pub fn request(&self, route: &'static str, status: u16, tenant: &str, elapsed: Duration) {
         self.requests
-            .get_or_create(&RouteStatus { route, status })
+            .get_or_create(&RouteStatus {
+                route,
+                status,
+                tenant: tenant.into(),
+            })
             .inc();
         self.request_duration.observe(elapsed.as_secs_f64());
     }
@@ -238,8 +272,25 @@ impl Metrics {
         self.upstream_duration.observe(elapsed.as_secs_f64());
     }
 
-    pub fn phones(&self, outcome: &'static str, n: u64) {
-        self.phones.get_or_create(&Outcome { outcome }).inc_by(n);
+    pub fn phones(&self, outcome: &'static str, tenant: &str, n: u64) {
+        self.phones
+            .get_or_create(&Outcome {
+                outcome,
+                tenant: tenant.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// The gauge of phone ids in running stops.
+    pub fn in_flight_ids(&self) -> Gauge {
+        self.in_flight_ids.clone()
+    }
+
+    /// A request refused at capacity (`limit`: "ids" or "requests").
+    pub fn overload_rejected(&self, limit: &'static str) {
+        self.overload_rejections
+            .get_or_create(&Limit { limit })
+            .inc();
     }
 
     pub fn iam_fetch(&self, result: &'static str) {
@@ -248,7 +299,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an extra upstream call made for `reason`.
+    /// Counts an extra upstream call made for `reason` (429, 503, CPS.0003,
+    /// connect, renewed_token, split).
     pub fn upstream_retry(&self, reason: &'static str) {
         self.upstream_retries
             .get_or_create(&Reason { reason })

@@ -1,8 +1,10 @@
 //! Logs (`tracing`, JSON with `LOG_FORMAT=json`) and Prometheus metrics
 //! (`prometheus-client`, one registry per gateway instance).
 
+mod escape;
 mod metrics;
 
+pub use escape::EscapedFields;
 pub use metrics::{GaugeGuard, Metrics};
 
 use tracing_subscriber::EnvFilter;
@@ -67,6 +69,7 @@ pub fn init(otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
     } else {
         use std::io::IsTerminal;
         tracing_subscriber::fmt::layer()
+            .fmt_fields(escape::EscapedFields)
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(writer.clone())
             .boxed()

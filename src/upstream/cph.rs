@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::credentials::{Answer, Authorization};
-use super::http::{describe, retry_after, status_label};
+use super::http::{BodyError, describe, read_limited, retry_after, status_label};
 use crate::domain::{PhoneId, ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -81,7 +81,7 @@ struct ErrorAnswer {
 /// What one upstream call came to.
 #[derive(Debug)]
 pub enum CallOutcome {
-    /// 200 with a readable body.
+    /// 2xx with a readable body that has `jobs`.
     Jobs {
         jobs: Vec<UpstreamJob>,
         request_id: Option<String>,
@@ -151,6 +151,8 @@ pub struct CphClient {
     http: reqwest::Client,
     endpoint: String,
     timeout: Duration,
+    /// `upstream.max_response_bytes`.
+    max_response_bytes: usize,
     metrics: std::sync::Arc<Metrics>,
     /// Parsed batch-stop URL per (region, project): parsing a URL on every
     /// call costs more than the rest of building the request.
@@ -162,12 +164,14 @@ impl CphClient {
         http: reqwest::Client,
         endpoint: String,
         timeout: Duration,
+        max_response_bytes: usize,
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
         Self {
             http,
             endpoint,
             timeout,
+            max_response_bytes,
             metrics,
             stop_urls: Default::default(),
         }
@@ -256,28 +260,18 @@ impl CphClient {
             Ok(resp) => {
                 let status = resp.status();
                 let headers_retry_after = retry_after(resp.headers());
-                match resp.bytes().await {
-                    Err(e) => transport_outcome(&e),
-                    Ok(bytes) if status == StatusCode::OK => {
-                        match serde_json::from_slice::<BatchStopAnswer>(&bytes) {
-                            Ok(a) => CallOutcome::Jobs {
-                                jobs: a.jobs,
-                                request_id: a.request_id,
-                            },
-                            Err(e) => {
-                                CallOutcome::Broken(format!("unreadable batch-stop answer: {e}"))
-                            }
-                        }
-                    }
-                    Ok(bytes) => {
-                        let err: ErrorAnswer = serde_json::from_slice(&bytes).unwrap_or_default();
-                        CallOutcome::Rejected {
-                            status,
-                            error_code: err.error_code,
-                            error_msg: err.error_msg,
-                            retry_after: headers_retry_after,
-                        }
-                    }
+                // A batch's jobs take room in proportion to its phones; an
+                // error answer is one message (cut to 512 characters once
+                // read), so only the general limit applies to it.
+                let limit = if status.is_success() {
+                    self.stop_answer_limit(ids.len())
+                } else {
+                    self.max_response_bytes
+                };
+                match read_limited(resp, limit).await {
+                    Err(BodyError::Transport(e)) => transport_outcome(&e),
+                    Err(e @ BodyError::TooLarge { .. }) => CallOutcome::Broken(e.to_string()),
+                    Ok(bytes) => stop_outcome(status, &bytes, headers_retry_after),
                 }
             }
         };
@@ -327,7 +321,8 @@ impl CphClient {
         job_id: &str,
     ) -> Result<(StatusCode, Bytes), CallOutcome> {
         let url = format!("{}/cloud-phone/jobs/{job_id}", self.base(project));
-        self.get(project, auth, request_id, &url).await
+        let cap = self.max_response_bytes.min(JOB_ANSWER_LIMIT);
+        self.get(project, auth, request_id, &url, cap).await
     }
 
     /// `GET /v1/{project_id}/cloud-phone/jobs?request_ids=..&offset=O&limit=L`
@@ -347,16 +342,25 @@ impl CphClient {
             self.base(project),
             request_ids.join(",")
         );
-        self.get(project, auth, request_id, &url).await
+        self.get(
+            project,
+            auth,
+            request_id,
+            &url,
+            self.stop_answer_limit(limit as usize),
+        )
+        .await
     }
 
-    /// A GET of `url`, counted in the upstream metrics.
+    /// A GET of `url`, counted in the upstream metrics; its answer read
+    /// within `cap` bytes and passed on only if it is a JSON object.
     async fn get(
         &self,
         project: &Project,
         auth: &Authorization,
         request_id: &str,
         url: &str,
+        cap: usize,
     ) -> Result<(StatusCode, Bytes), CallOutcome> {
         let started = Instant::now();
         let result: Result<(StatusCode, Bytes), CallOutcome> = async {
@@ -369,7 +373,17 @@ impl CphClient {
                 .await
                 .map_err(|e| transport_outcome(&e))?;
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| transport_outcome(&e))?;
+            let body = read_limited(resp, cap).await.map_err(|e| match e {
+                BodyError::Transport(e) => transport_outcome(&e),
+                e @ BodyError::TooLarge { .. } => CallOutcome::Broken(e.to_string()),
+            })?;
+            // Only JSON is relayed (as application/json).
+            if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_err()
+            {
+                return Err(CallOutcome::Broken(format!(
+                    "CPH answered {status} with a body that is not a JSON object"
+                )));
+            }
             Ok((status, body))
         }
         .await;
@@ -380,6 +394,67 @@ impl CphClient {
         };
         self.metrics.upstream(label, started.elapsed());
         result
+    }
+}
+
+/// The largest job query answer read: a job is a few hundred bytes.
+const JOB_ANSWER_LIMIT: usize = 64 * 1024;
+/// What a batch-stop answer may take per phone (an entry with the longest
+/// ids and a long error message) and in all besides.
+const STOP_ANSWER_PER_PHONE: usize = 2048;
+const STOP_ANSWER_OVERHEAD: usize = 64 * 1024;
+/// Longest `error_msg` passed on (CONTRACT section 3).
+pub const MAX_ERROR_MSG_CHARS: usize = 512;
+
+impl CphClient {
+    /// The largest batch-stop answer read for `n` phones: generous for
+    /// the phones, never over `upstream.max_response_bytes`.
+    pub fn stop_answer_limit(&self, n: usize) -> usize {
+        STOP_ANSWER_PER_PHONE
+            .saturating_mul(n)
+            .saturating_add(STOP_ANSWER_OVERHEAD)
+            .min(self.max_response_bytes)
+    }
+}
+
+/// `msg` cut to [`MAX_ERROR_MSG_CHARS`] characters (also applied to
+/// `error_code`s, which CPH keeps short).
+pub fn cut_error_msg(mut msg: String) -> String {
+    let keep = crate::domain::truncate(&msg, MAX_ERROR_MSG_CHARS).len();
+    msg.truncate(keep);
+    msg
+}
+
+/// A batch-stop answer read whole: 2xx with `jobs` is an answer (whatever
+/// the 2xx), another 2xx is broken (CPH may have acted), anything else a
+/// refusal with CPH's error if it sent one. Error messages are cut.
+fn stop_outcome(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> CallOutcome {
+    if status.is_success() {
+        return match serde_json::from_slice::<BatchStopAnswer>(bytes) {
+            Ok(a) => CallOutcome::Jobs {
+                jobs: a
+                    .jobs
+                    .into_iter()
+                    .map(|mut j| {
+                        j.error_code = j.error_code.map(cut_error_msg);
+                        j.error_msg = j.error_msg.map(cut_error_msg);
+                        j
+                    })
+                    .collect(),
+                request_id: a.request_id,
+            },
+            Err(e) => CallOutcome::Broken(format!(
+                "unreadable batch-stop answer ({status}): {}",
+                crate::domain::truncate(&e.to_string(), 200)
+            )),
+        };
+    }
+    let err: ErrorAnswer = serde_json::from_slice(bytes).unwrap_or_default();
+    CallOutcome::Rejected {
+        status,
+        error_code: err.error_code.map(cut_error_msg),
+        error_msg: err.error_msg.map(cut_error_msg),
+        retry_after,
     }
 }
 

@@ -21,6 +21,7 @@ use super::credential_state::CredentialStates;
 use super::iam::{IamError, IamProvider, IamToken};
 use super::sign;
 use crate::config::{AkSkCredential, Credential};
+use crate::telemetry::Metrics;
 use crate::tenants::Project;
 
 /// An upstream answer that may say the credential was refused.
@@ -162,6 +163,7 @@ pub struct Credentials {
     configured: BTreeMap<String, Arc<Credential>>,
     /// Each credential's last error (IAM records its own fetches).
     states: Arc<CredentialStates>,
+    metrics: Arc<Metrics>,
 }
 
 impl Credentials {
@@ -169,11 +171,13 @@ impl Credentials {
         iam: Arc<IamProvider>,
         configured: BTreeMap<String, Arc<Credential>>,
         states: Arc<CredentialStates>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             iam,
             configured,
             states,
+            metrics,
         }
     }
 
@@ -228,6 +232,7 @@ impl Credentials {
             if answer.is_unauthorized() && !renewed {
                 // CPH refused the token: it did not act on the request.
                 self.iam.invalidate(project, &token).await;
+                self.metrics.upstream_retry("renewed_token");
                 renewed = true;
                 continue;
             }

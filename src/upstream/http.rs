@@ -134,18 +134,39 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Reads an answer's body, at most `limit` bytes: a longer one (declared or
-/// sent) is an error, so that no upstream can make the gateway buffer more.
-pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+/// Reads an answer's body, at most `limit` bytes (see [`read_limited`]);
+/// the error as a message.
+pub async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<bytes::Bytes, String> {
+    read_limited(resp, limit).await.map_err(|e| e.to_string())
+}
+
+/// Why an upstream answer's body could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than the limit (declared, or as it came): a broken answer.
+    #[error("answer larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{}", describe(.0))]
+    Transport(#[from] reqwest::Error),
+}
+
+/// Reads `resp`'s body, at most `limit` bytes: a declared length over the
+/// limit is refused before reading, and reading stops at the first byte
+/// over it, so an upstream cannot make the gateway hold more.
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("answer larger than {limit} bytes"));
+        return Err(BodyError::TooLarge { limit });
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+    let capacity = resp.content_length().map_or(0, |n| n as usize).min(limit);
+    let mut body = bytes::BytesMut::with_capacity(capacity);
+    while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
+            return Err(BodyError::TooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(body.freeze())
 }

@@ -79,6 +79,8 @@ pub struct IamProvider {
     backoff: std::sync::Mutex<HashMap<TokenKey, FailedFetches>>,
     metrics: Arc<Metrics>,
     states: Arc<CredentialStates>,
+    /// The largest token answer read.
+    max_token_body: usize,
 }
 
 struct UntilUnusable;
@@ -173,7 +175,15 @@ impl IamProvider {
             backoff: Default::default(),
             metrics,
             states,
+            max_token_body: MAX_TOKEN_BODY,
         }
+    }
+
+    /// Reads token answers of at most `max_bytes` (`upstream.max_response_bytes`,
+    /// never more than [`MAX_TOKEN_BODY`]).
+    pub fn limit_responses(mut self, max_bytes: usize) -> Self {
+        self.max_token_body = MAX_TOKEN_BODY.min(max_bytes);
+        self
     }
 
     /// Fetches a token for `project` now, uncached (`check-config --online`).
@@ -340,7 +350,7 @@ impl IamProvider {
             .filter(|v| !v.is_empty())
             .map(|v| SecretString::from(v.to_owned()))
             .ok_or_else(|| fail("IAM answer has no X-Subject-Token".into()))?;
-        let body = read_capped(resp, MAX_TOKEN_BODY)
+        let body = read_capped(resp, self.max_token_body)
             .await
             .map_err(|e| fail(format!("IAM answer unreadable: {e}")))?;
         let body: TokenBody = serde_json::from_slice(&body)

@@ -27,12 +27,15 @@ use cph::{CallOutcome, CphClient};
 use credential_state::CredentialStates;
 use credentials::{AuthError, Credentials};
 use iam::IamProvider;
+use retry::RetryBudget;
 
-/// What all requests to one project share: its concurrency limit and its
-/// in-flight gauge.
+/// What all requests to one project share: its concurrency limit, its
+/// in-flight gauge and its retry budget (so that one project's outage, or
+/// one tenant's, cannot spend the retries of another).
 pub struct ProjectSlot {
     limit: Semaphore,
     in_flight: Gauge,
+    pub budget: RetryBudget,
 }
 
 /// A place in a project's limit, counted in its gauge while held.
@@ -82,11 +85,23 @@ impl Upstream {
             cfg.timeout,
             metrics.clone(),
             credential_states.clone(),
-        ));
-        let cph = CphClient::new(http, cfg.cph_endpoint.clone(), cfg.timeout, metrics.clone());
+        )
+        .limit_responses(cfg.max_response_bytes));
+        let cph = CphClient::new(
+            http,
+            cfg.cph_endpoint.clone(),
+            cfg.timeout,
+            cfg.max_response_bytes,
+            metrics.clone(),
+        );
         Self {
             cph,
-            credentials: Credentials::new(iam, configured, credential_states.clone()),
+            credentials: Credentials::new(
+                iam,
+                configured,
+                credential_states.clone(),
+                metrics.clone(),
+            ),
             credential_states,
             cfg,
             slots: Mutex::default(),
@@ -102,13 +117,14 @@ impl Upstream {
                 Arc::new(ProjectSlot {
                     limit: Semaphore::new(self.cfg.max_concurrency_per_project),
                     in_flight: self.metrics.upstream_in_flight(project),
+                    budget: RetryBudget::new(self.cfg.retry_budget_ratio),
                 })
             })
             .clone()
     }
 
     /// CPH's job query: status and body as CPH answered, or a transport
-    /// outcome.
+    /// outcome. Made within the project's upstream limit, like a batch.
     pub async fn job(
         &self,
         project: &Arc<Project>,
@@ -116,11 +132,19 @@ impl Upstream {
         job_id: &JobId,
         deadline: Instant,
     ) -> Result<Result<(StatusCode, Bytes), CallOutcome>, AuthError> {
+        let slot = self.slot(&project.id);
+        let slot = &slot;
         self.credentials
             .call(project, deadline, |auth| async move {
-                self.cph
-                    .show_job(project, &auth, request_id, job_id.as_str())
+                let Ok(_permit) = tokio::time::timeout_at(deadline, slot.acquire()).await else {
+                    return Err(CallOutcome::Timeout);
+                };
+                let call = self
+                    .cph
+                    .show_job(project, &auth, request_id, job_id.as_str());
+                tokio::time::timeout_at(deadline, call)
                     .await
+                    .unwrap_or(Err(CallOutcome::Timeout))
             })
             .await
     }

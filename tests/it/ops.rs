@@ -19,11 +19,11 @@ async fn metrics_count_real_stops() {
     let m = app.metrics().await;
     let get = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("no {series} in\n{m}"));
     assert_eq!(
-        get(r#"cphgw_requests_total{route="stop",status="200"}"#),
+        get(r#"cphgw_requests_total{route="stop",status="200",tenant="acme"}"#),
         1.0
     );
     assert_eq!(
-        get(r#"cphgw_requests_total{route="stop",status="401"}"#),
+        get(r#"cphgw_requests_total{route="stop",status="401",tenant=""}"#),
         1.0
     );
     assert_eq!(get("cphgw_request_duration_seconds_count"), 2.0);
@@ -31,8 +31,14 @@ async fn metrics_count_real_stops() {
     // 251 ids in batches of 100: 3 upstream calls.
     assert_eq!(get(r#"cphgw_upstream_requests_total{status="200"}"#), 3.0);
     assert_eq!(get("cphgw_upstream_duration_seconds_count"), 3.0);
-    assert_eq!(get(r#"cphgw_phones_total{outcome="stopped"}"#), 250.0);
-    assert_eq!(get(r#"cphgw_phones_total{outcome="rejected"}"#), 1.0);
+    assert_eq!(
+        get(r#"cphgw_phones_total{outcome="stopped",tenant="acme"}"#),
+        250.0
+    );
+    assert_eq!(
+        get(r#"cphgw_phones_total{outcome="rejected",tenant="acme"}"#),
+        1.0
+    );
     assert_eq!(
         get(r#"cphgw_iam_token_fetches_total{result="success"}"#),
         1.0

@@ -981,3 +981,26 @@ async fn check_config_exits_0_on_a_good_config_and_1_on_a_bad_one() {
         "{out}"
     );
 }
+
+/// A JWKS answer over `upstream.max_response_bytes` is not read whole:
+/// its keys are not used (and the gateway's memory is not the IdP's to fill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_jwks_answer_is_refused() {
+    let mut set = json!({"keys": [jwk("rsa-jwk.json")]});
+    // Over the default upstream.max_response_bytes (4 MiB).
+    set["padding"] = "x".repeat(5 * 1024 * 1024).into();
+    let server = JwksServer::start(set.to_string()).await;
+    let app = TestApp::spawn_with(
+        TestOptions::default()
+            .set("auth.jwks_url", &format!("\"{}\"", server.url))
+            .set("auth.jwks_refresh_cooldown_s", "0"),
+    )
+    .await;
+    let token = mint(Algorithm::RS256, &unique_claims(TENANT_A), Some("key-1"));
+    assert_rejected(&app, &token, "key from an oversized JWKS answer").await;
+    assert!(server.fetches() > 0, "the JWKS was never fetched");
+    // The same keys in an answer of normal size are used.
+    server.set(200, jwks(&["rsa-jwk.json"]));
+    let token = mint(Algorithm::RS256, &unique_claims(TENANT_A), Some("key-1"));
+    assert_accepted(&app, &token, "key from a normal JWKS answer").await;
+}

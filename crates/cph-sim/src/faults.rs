@@ -78,6 +78,10 @@ pub struct Faults {
     /// `oversize_chunked` is set.
     #[arg(long, default_value_t = 0)]
     pub oversize_body_bytes: u64,
+    /// When above 0, IAM token answers (201) carry an extra `"padding"`
+    /// string so that the body is at least this many bytes (streamed).
+    #[arg(long, default_value_t = 0)]
+    pub oversize_iam_bytes: u64,
     /// Padded answers (`oversize_body_bytes`) are sent with chunked transfer
     /// encoding and no `Content-Length`.
     #[arg(long)]
@@ -125,6 +129,7 @@ impl Default for Faults {
             reject_all_400: false,
             oversize_error_msg_bytes: 0,
             oversize_body_bytes: 0,
+            oversize_iam_bytes: 0,
             oversize_chunked: false,
             weird_entries: false,
             status_201: false,

@@ -98,7 +98,17 @@ pub(crate) async fn issue_token(State(sim): State<Arc<Shared>>, body: Bytes) -> 
         "project": {"id": auth.project, "name": "sim"},
         "user": {"name": auth.user, "domain": {"name": auth.domain}},
     }});
-    let mut res = json_response(StatusCode::CREATED, &body);
+    let pad = sim.faults.with(|f| f.oversize_iam_bytes);
+    let mut res = if pad == 0 {
+        json_response(StatusCode::CREATED, &body)
+    } else {
+        crate::padding::padded_object(
+            StatusCode::CREATED,
+            body.to_string().into_bytes(),
+            pad,
+            false,
+        )
+    };
     match HeaderValue::try_from(token) {
         Ok(token) => {
             res.headers_mut().insert("x-subject-token", token);

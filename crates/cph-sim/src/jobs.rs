@@ -119,6 +119,7 @@ pub(crate) async fn job(
     body: Bytes,
 ) -> Response {
     inc(&sim.stats.job_queries);
+    let _in_flight = JobQueryInFlight::enter(&sim.stats);
     let reply = Reply::new(&headers);
     let req = Request {
         method: &method,
@@ -292,6 +293,26 @@ pub(crate) async fn phone(
         status: state,
     };
     reply.json(StatusCode::OK, &body)
+}
+
+/// Counts a job query in flight until dropped.
+struct JobQueryInFlight<'a>(&'a crate::stats::Counters);
+
+impl<'a> JobQueryInFlight<'a> {
+    fn enter(stats: &'a crate::stats::Counters) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = stats.job_queries_in_flight.fetch_add(1, Relaxed) + 1;
+        stats.max_job_queries_in_flight.fetch_max(now, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for JobQueryInFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .job_queries_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct SimStats {
     pub in_flight: u64,
     /// Job queries (`GET .../jobs/{job_id}`) received.
     pub job_queries: u64,
+    /// Highest number of job queries handled at once, all projects
+    /// together (latency included).
+    pub max_job_queries_in_flight: u64,
     /// Job list requests (`GET .../jobs?request_ids=..`) received.
     pub job_list_requests: u64,
     /// 401 answers given (IAM and CPH: bad token, bad AK/SK signature).
@@ -53,6 +56,8 @@ pub(crate) struct Counters {
     pub max_in_flight_per_project: AtomicU64,
     pub in_flight: AtomicU64,
     pub job_queries: AtomicU64,
+    pub max_job_queries_in_flight: AtomicU64,
+    pub job_queries_in_flight: AtomicU64,
     pub job_list_requests: AtomicU64,
     pub unauthorized: AtomicU64,
     pub signed_requests: AtomicU64,
@@ -73,6 +78,8 @@ impl Default for Counters {
             max_in_flight_per_project: AtomicU64::default(),
             in_flight: AtomicU64::default(),
             job_queries: AtomicU64::default(),
+            max_job_queries_in_flight: AtomicU64::default(),
+            job_queries_in_flight: AtomicU64::default(),
             job_list_requests: AtomicU64::default(),
             unauthorized: AtomicU64::default(),
             signed_requests: AtomicU64::default(),
@@ -100,7 +107,7 @@ impl Counters {
     }
 
     /// The counters without the in-flight gauge.
-    fn resettable(&self) -> [&AtomicU64; 12] {
+    fn resettable(&self) -> [&AtomicU64; 13] {
         [
             &self.iam_requests,
             &self.tokens_issued,
@@ -109,6 +116,7 @@ impl Counters {
             &self.max_ids_per_call,
             &self.max_in_flight_per_project,
             &self.job_queries,
+            &self.max_job_queries_in_flight,
             &self.job_list_requests,
             &self.unauthorized,
             &self.signed_requests,
@@ -134,6 +142,7 @@ impl Counters {
             max_in_flight_per_project: get(&self.max_in_flight_per_project),
             in_flight: get(&self.in_flight),
             job_queries: get(&self.job_queries),
+            max_job_queries_in_flight: get(&self.max_job_queries_in_flight),
             job_list_requests: get(&self.job_list_requests),
             unauthorized: get(&self.unauthorized),
             signed_requests: get(&self.signed_requests),

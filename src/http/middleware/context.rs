@@ -16,6 +16,11 @@ use crate::http::error::scope_request_id;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// When the request came (a request extension), for work that outlives
+/// the caller's connection and logs the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStarted(pub Instant);
+
 /// Outermost layer of every route.
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -47,6 +52,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         upstream_max_ms = tracing::field::Empty,
     );
     req.extensions_mut().insert(id.clone());
+    req.extensions_mut().insert(RequestStarted(started));
     let header = HeaderValue::from_str(id.as_str()).ok();
     let mut resp = scope_request_id(id, next.run(req))
         .instrument(span.clone())

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 
+use crate::domain::TenantId;
 use crate::telemetry::Metrics;
 
 /// The short name of the route that answered (the `route` label).
@@ -39,15 +40,31 @@ where
     ))
 }
 
-/// Counts and times every request.
+tokio::task_local! {
+    /// The request's tenant, once the handler has resolved it.
+    static TENANT: std::sync::OnceLock<TenantId>;
+}
+
+/// Notes the request's tenant (from the mapping) for its metric labels.
+pub fn note_tenant(tenant: &TenantId) {
+    let _ = TENANT.try_with(|t| t.set(tenant.clone()));
+}
+
+/// Counts and times every request, labelled with its route and tenant.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let _in_flight = metrics.in_flight_guard();
-    let resp = next.run(req).await;
-    let route = resp
-        .extensions()
-        .get::<RouteName>()
-        .map_or("other", |r| r.0);
-    metrics.request(route, resp.status().as_u16(), started.elapsed());
-    resp
+    TENANT
+        .scope(std::sync::OnceLock::new(), async move {
+            let resp = next.run(req).await;
+            let route = resp
+                .extensions()
+                .get::<RouteName>()
+                .map_or("other", |r| r.0);
+            let tenant = TENANT.with(|t| t.get().cloned());
+            let tenant = tenant.as_ref().map_or("", TenantId::as_str);
+            metrics.request(route, resp.status().as_u16(), tenant, started.elapsed());
+            resp
+        })
+        .await
 }

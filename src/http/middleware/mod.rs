@@ -10,9 +10,9 @@ use std::sync::Arc;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use context::{REQUEST_ID_HEADER, request_context};
+pub use context::{REQUEST_ID_HEADER, RequestStarted, request_context};
 pub use fallback::{method_not_allowed, not_found};
-pub use metrics::{RouteName, Unlogged, named};
+pub use metrics::{RouteName, Unlogged, named, note_tenant};
 
 use crate::telemetry::Metrics;
 

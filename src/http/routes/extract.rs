@@ -78,6 +78,7 @@ impl TenantContext {
             )
         })?;
         tracing::Span::current().record("tenant", name.as_str());
+        crate::http::middleware::note_tenant(&name);
         Ok(Self { caller, tenant })
     }
 
@@ -101,8 +102,53 @@ impl TenantContext {
     }
 }
 
-/// Reads the body up to `limit` bytes; a longer one is `CPHGW.0003`.
+/// Reads the body up to `limit` bytes within `server.body_read_timeout_ms`;
+/// a longer one is `CPHGW.0003`, one that does not arrive in time
+/// `CPHGW.0001` (and the connection is closed, as the rest of the body is
+/// never read).
 pub async fn read_body(
+    app: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let timeout = app.config.server.body_read_timeout;
+    tokio::time::timeout(timeout, read_body_within(headers, body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                Code::InvalidBody,
+                format!("the body did not arrive within {} ms", timeout.as_millis()),
+            ))
+        })
+}
+
+/// Reads and drops the body in the background (at most `limit` bytes,
+/// within `server.body_read_timeout_ms`) while the answer is sent, so that
+/// an answer given before the body was needed (403, 429, 503) reaches a
+/// client that is still sending it, rather than a connection reset.
+/// Nothing is kept.
+pub fn discard_body(app: &AppState, body: axum::body::Body, limit: usize) {
+    let timeout = app.config.server.body_read_timeout;
+    tokio::spawn(discard(body, limit, timeout));
+}
+
+async fn discard(body: axum::body::Body, limit: usize, timeout: std::time::Duration) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
+}
+
+async fn read_body_within(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
@@ -140,7 +186,7 @@ impl<T: serde::de::DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> 
 
     async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, body, app.config.limits.max_body_bytes).await?;
+        let bytes = read_body(app, &parts.headers, body, app.config.limits.max_body_bytes).await?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
@@ -150,5 +196,23 @@ impl<T: serde::de::DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> 
         de.end()
             .map_err(|e| ApiError::new(Code::InvalidBody, format!("body: {e}")))?;
         Ok(Self(value))
+    }
+}
+
+/// Path parameters. A path that does not decode (e.g. percent-escapes that
+/// are not UTF-8) is the contract's 400 `CPHGW.0001`, with its body.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::new(
+            Code::InvalidBody,
+            format!(
+                "the path does not decode: {}",
+                crate::domain::truncate(&e.body_text(), 200)
+            ),
+        )
     }
 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Authenticated, TenantContext};
+use super::extract::{Authenticated, Path, TenantContext};
 use crate::domain::{ApiError, Code, JobId, RequestId};
 use crate::http::error::ErrorJson;
 use crate::http::state::AppState;
@@ -35,10 +35,13 @@ enum JobAnswers {
     /// CPH's answer for an unknown job, passed through
     #[response(status = 404)]
     NotFound(serde_json::Map<String, serde_json::Value>),
-    /// CPHGW.0301 upstream failed
+    /// CPHGW.0201 tenant rate limit (job queries count like stops); Retry-After set
+    #[response(status = 429)]
+    RateLimited(ErrorJson<'static>),
+    /// CPHGW.0301 upstream failed, or answered over the size limit or not with JSON
     #[response(status = 502)]
     UpstreamFailed(ErrorJson<'static>),
-    /// CPHGW.0303 no IAM token
+    /// CPHGW.0303 no IAM token; or CPHGW.0202 the gateway is at capacity (Retry-After set)
     #[response(status = 503)]
     IamUnavailable(ErrorJson<'static>),
     /// CPHGW.0302 upstream timed out
@@ -92,6 +95,10 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let ctx = TenantContext::resolve(app, caller)?;
     let project = ctx.project(path_project)?;
+    // Job queries count like stops: the tenant's rate, the gateway's
+    // capacity, and (in `Upstream::job`) the project's upstream limit.
+    app.check_rate(&ctx.tenant.name)?;
+    let _request = app.admission.request(&ctx.tenant.name)?;
     let job_id = JobId::parse(job_id).ok_or_else(|| {
         ApiError::new(
             Code::InvalidId,

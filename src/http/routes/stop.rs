@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
-use super::extract::{Authenticated, TenantContext, read_body};
-use crate::domain::{ApiError, RequestId};
+use super::extract::{Authenticated, Path, TenantContext, discard_body, read_body};
+use crate::domain::{ApiError, Code, RequestId};
 use crate::http::error::ErrorJson;
-use crate::http::middleware::REQUEST_ID_HEADER;
+use crate::http::middleware::{REQUEST_ID_HEADER, RequestStarted};
 use crate::http::state::AppState;
 use crate::stop::idempotency::IdempotencyKey;
 use crate::stop::merge::StopResponse;
@@ -28,7 +29,7 @@ enum StopAnswers {
     /// One entry per distinct phone id, in request order; per-phone errors inside
     #[response(status = 200)]
     Stopped(StopResponse<'static>),
-    /// CPHGW.0001 bad body, CPHGW.0002 bad phone id, CPHGW.0006 malformed Idempotency-Key
+    /// CPHGW.0001 bad body (or one not received within server.body_read_timeout_ms), CPHGW.0002 bad phone id, CPHGW.0006 malformed Idempotency-Key
     #[response(status = 400)]
     BadRequest(ErrorJson<'static>),
     /// CPHGW.0101 invalid JWT
@@ -52,7 +53,7 @@ enum StopAnswers {
     /// CPHGW.0301 no batch got a definite answer; every phone listed
     #[response(status = 502)]
     UpstreamFailed(StopResponse<'static>),
-    /// CPHGW.0303 no IAM token (every phone listed); CPHGW.0304 the shared store is unreachable and the request carries an Idempotency-Key (nothing sent)
+    /// CPHGW.0303 no IAM token (every phone listed); CPHGW.0304 the shared store is unreachable and the request carries an Idempotency-Key (nothing sent); CPHGW.0202 the gateway is at capacity (a plain error body, Retry-After set, nothing sent)
     #[response(status = 503)]
     IamUnavailable(StopResponse<'static>),
     /// CPHGW.0302 upstream timed out; every phone listed
@@ -76,11 +77,18 @@ enum StopAnswers {
 pub async fn stop_default(
     State(app): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
+    Extension(started): Extension<RequestStarted>,
     Authenticated(caller): Authenticated,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    stop(&app, &request_id, caller, None, &headers, body).await
+    let call = Call {
+        route: "stop",
+        request_id,
+        started,
+        path_project: None,
+    };
+    stop(&app, call, caller, &headers, body).await
 }
 
 /// Stops phones in one of the tenant's projects (drop-in for the CPH URL).
@@ -100,31 +108,70 @@ pub async fn stop_default(
 pub async fn stop_in_project(
     State(app): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
+    Extension(started): Extension<RequestStarted>,
     Authenticated(caller): Authenticated,
     Path(project_id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    stop(&app, &request_id, caller, Some(&project_id), &headers, body).await
+    let call = Call {
+        route: "stop_project",
+        request_id,
+        started,
+        path_project: Some(project_id),
+    };
+    stop(&app, call, caller, &headers, body).await
+}
+
+/// What a stop request is, besides its body.
+struct Call {
+    /// The route's metric name (as in `router.rs`).
+    route: &'static str,
+    request_id: RequestId,
+    started: RequestStarted,
+    path_project: Option<String>,
 }
 
 async fn stop(
-    app: &AppState,
-    request_id: &RequestId,
+    app: &Arc<AppState>,
+    call: Call,
     caller: Arc<crate::auth::Caller>,
-    path_project: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let ctx = TenantContext::resolve(app, caller)?;
-    let project = ctx.project(path_project)?;
-    app.check_rate(&ctx.tenant.name)?;
-    let key = IdempotencyKey::from_header(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
     let wait = prefer_wait(headers);
-    let body = read_body(headers, body, app.config.limits.max_body_bytes).await?;
+    let limits = &app.config.limits;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let admitted = (|| {
+        let ctx = TenantContext::resolve(app, caller)?;
+        let project = ctx.project(call.path_project.as_deref())?;
+        app.check_rate(&ctx.tenant.name)?;
+        let key =
+            IdempotencyKey::from_header(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+        let request = app.admission.request(&ctx.tenant.name)?;
+        app.admission
+            .check_declared(&ctx.tenant.name, declared, limits.max_phone_ids)?;
+        Ok::<_, ApiError>((ctx, project, key, request))
+    })();
+    let (ctx, project, key, request) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            // Refused before the body was needed: it is read and dropped
+            // while the answer goes out (unless it is over the limit
+            // anyway), so that the client gets the answer, not a reset.
+            if declared.is_none_or(|n| n <= limits.max_body_bytes as u64) {
+                discard_body(app, body, limits.max_body_bytes);
+            }
+            return Err(e);
+        }
+    };
+    let body = read_body(app, headers, body, limits.max_body_bytes).await?;
     let plan = Plan::parse(
         &body,
-        app.config.limits.max_phone_ids,
+        limits.max_phone_ids,
         app.config.upstream.max_batch_size,
     )?;
     drop(body);
@@ -132,17 +179,56 @@ async fn stop(
         let ids: Vec<&str> = plan.ids().iter().map(|id| &**id).collect();
         tracing::debug!(phone_ids = %ids.join(","), "phone ids of the request");
     }
-    let deadline = tokio::time::Instant::now() + app.config.limits.request_timeout;
-    let call = StopCall {
+    let ids = app.admission.ids(&ctx.tenant.name, plan.ids().len())?;
+    let deadline = tokio::time::Instant::now() + limits.request_timeout;
+    let Call {
+        route,
+        request_id,
+        started,
+        ..
+    } = call;
+    let stop = StopCall {
         tenant: ctx.tenant.name.clone(),
         caller: ctx.caller.subject.clone(),
         project: project.clone(),
         plan,
-        request_id: request_id.clone(),
+        request_id,
         key,
         deadline,
     };
-    let answer = app.stops.execute(call).await?;
+    // The stop runs in a task of its own: a caller that goes away does not
+    // cancel it, and it is then logged and counted here.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tenant = ctx.tenant.name.clone();
+    let span = tracing::Span::current();
+    let task_app = app.clone();
+    tokio::spawn(
+        async move {
+            let answer = task_app.stops.execute(stop).await;
+            if let Err(answer) = tx.send(answer) {
+                let status = match &answer {
+                    Ok(a) => a.status,
+                    Err(e) => e.code.status(),
+                }
+                .as_u16();
+                let elapsed = started.0.elapsed();
+                task_app
+                    .metrics
+                    .request(route, status, tenant.as_str(), elapsed);
+                tracing::info!(
+                    status,
+                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    caller_gone = true,
+                    "request"
+                );
+            }
+            drop((ids, request));
+        }
+        .instrument(span),
+    );
+    let answer = rx
+        .await
+        .map_err(|_| ApiError::new(Code::Internal, "the stop ended without an answer"))??;
     Ok(answered(app, &project, answer, wait).await)
 }
 

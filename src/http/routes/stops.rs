@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Authenticated, TenantContext};
+use super::extract::{Authenticated, Path, TenantContext};
 use super::stop::prefer_wait;
 use crate::domain::{ApiError, Code};
 use crate::http::error::ErrorJson;

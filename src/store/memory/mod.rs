@@ -38,8 +38,11 @@ struct Applied {
 pub struct MemoryStore {
     path: PathBuf,
     iam: IamConfig,
-    /// Serialises writers and readers of the file.
+    /// Serialises writers of the file, and what was last applied.
     applied: tokio::sync::Mutex<Option<Applied>>,
+    /// Writes made through the admin API; a read that saw one happen
+    /// while it was reading the file gives way to it.
+    writes: std::sync::atomic::AtomicU64,
     audit: Mutex<VecDeque<AuditEvent>>,
     notify: watch::Sender<u64>,
     callers: Callers,
@@ -67,6 +70,7 @@ impl MemoryStore {
                 text_hash: Sha256::digest(text.as_bytes()).into(),
                 file,
             })),
+            writes: Default::default(),
             audit: Mutex::new(VecDeque::with_capacity(64)),
             notify: watch::channel(0).0,
             callers: Callers::new(retention),
@@ -82,10 +86,12 @@ impl MemoryStore {
         audit.push_back(event);
     }
 
-    /// Reads and validates the file (off the async threads); the last good
-    /// content stays when it is invalid.
+    /// Reads and validates the file (off the async threads, and outside the
+    /// writers' lock, so that an odd file cannot hold up admin writes); the
+    /// last good content stays when it is invalid.
     async fn read(&self) -> Result<TenantsFile, StoreError> {
-        let mut applied = self.applied.lock().await;
+        use std::sync::atomic::Ordering;
+        let writes = self.writes.load(Ordering::Acquire);
         let path = self.path.clone();
         let iam = self.iam.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<_, TenantsError> {
@@ -97,8 +103,9 @@ impl MemoryStore {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let (text, hash, path, iam) = read;
+        let mut applied = self.applied.lock().await;
         if let Some(a) = applied.as_ref()
-            && a.text_hash == hash
+            && (a.text_hash == hash || self.writes.load(Ordering::Acquire) != writes)
         {
             return Ok(a.file.clone());
         }
@@ -145,6 +152,8 @@ impl MemoryStore {
             text_hash: Sha256::digest(text.as_bytes()).into(),
             file: file.clone(),
         });
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok((before, file))
     }
 

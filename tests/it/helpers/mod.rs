@@ -520,7 +520,7 @@ pub fn is_hex32(s: &str) -> bool {
 }
 
 /// The value of the sample `series` (name and labels as written in the
-/// text, e.g. `cphgw_requests_total{route="stop",status="200"}`) in a
+/// text, e.g. `cphgw_requests_total{route="stop",status="200",tenant="acme"}`) in a
 /// metrics text, if it is there.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics

@@ -38,10 +38,27 @@ impl GatewayProcess {
     /// ports, with only the test secrets and `env` (e.g. `CPHGW__…`
     /// overrides) in its environment; waits until `/readyz` answers 200.
     pub async fn start_against(sim: &Sim, env: &[(&str, &str)]) -> Self {
+        Self::start_limited(sim, env, None).await
+    }
+
+    /// Like [`GatewayProcess::start_against`], with the process's file
+    /// descriptor limit (soft and hard) set to `fd_limit` when given.
+    pub async fn start_limited(sim: &Sim, env: &[(&str, &str)], fd_limit: Option<u32>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &sim.url());
         let (port, admin_port) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cph-gateway"));
+        let binary = env!("CARGO_BIN_EXE_cph-gateway");
+        let mut cmd = match fd_limit {
+            // `exec` keeps the pid: the child is the gateway itself.
+            Some(n) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(config)
@@ -84,6 +101,24 @@ impl GatewayProcess {
             );
         }
         gw
+    }
+
+    /// The process's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The file descriptors the process has open.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// The tenants file the process serves.

@@ -1,0 +1,274 @@
+//! The accept loop of one listener: at most `max_connections` connections
+//! served at once; at the limit, the connection idle the longest makes room
+//! for a new one, and when every connection has a request in progress new
+//! ones wait in the listen backlog. Running out of file descriptors backs
+//! off instead of spinning. On shutdown the socket is closed, idle
+//! connections close at once and busy ones after their answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::conn::{self, ConnState, ConnTimeouts};
+use super::tls::ReloadingTls;
+
+/// How a listener serves its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    pub max_connections: usize,
+    pub timeouts: ConnTimeouts,
+}
+
+/// The live connections of one listener.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    conns: HashMap<u64, Arc<ConnState>>,
+}
+
+struct Connections {
+    registry: Mutex<Registry>,
+    slots: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl Connections {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, state: Arc<ConnState>) -> u64 {
+        let mut r = self.registry();
+        r.next += 1;
+        let id = r.next;
+        r.conns.insert(id, state);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.registry().conns.remove(&id);
+    }
+
+    /// Asks the connection idle the longest to close; false if every
+    /// connection has a request in progress.
+    fn evict_oldest_idle(&self) -> bool {
+        let r = self.registry();
+        let oldest = r
+            .conns
+            .values()
+            .filter_map(|c| c.idle_since().map(|t| (t, c)))
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, c)) => {
+                c.ask_to_close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn close_all(&self) {
+        for c in self.registry().conns.values() {
+            c.ask_to_close();
+        }
+    }
+}
+
+/// Whether an accept error means the process or system is out of a
+/// resource (file descriptors, buffers): worth a pause, not a spin.
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        const EMFILE: i32 = 24;
+        const ENFILE: i32 = 23;
+        const ENOBUFS: i32 = 105;
+        const ENOMEM: i32 = 12;
+        matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// Pause after running out of file descriptors.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(50);
+
+/// Serves `listener` until `shutdown` turns true, then stops accepting
+/// (the socket is closed), closes idle connections at once, and returns
+/// when the busy ones have answered. `name` is the config key, for logs.
+/// With `tls`, each connection is handshaken in its own task (holding its
+/// place in the limit) before it is served.
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    limits: ListenerLimits,
+    tls: Option<Arc<ReloadingTls>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let conns = Arc::new(Connections {
+        registry: Mutex::default(),
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        limit: limits.max_connections,
+    });
+    let mut last_exhausted_log: Option<tokio::time::Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) if is_resource_exhaustion(&e) => {
+                let now = tokio::time::Instant::now();
+                if last_exhausted_log.is_none_or(|t| now - t > Duration::from_secs(10)) {
+                    tracing::warn!(listener = name, error = %e, "cannot accept: out of file descriptors; closing the longest idle connection and pausing");
+                    last_exhausted_log = Some(now);
+                }
+                conns.evict_oldest_idle();
+                tokio::time::sleep(EXHAUSTED_PAUSE).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(listener = name, error = %e, "accept failed");
+                continue;
+            }
+        };
+        // A slot for it: a free one, else the longest idle connection's,
+        // else it waits (and so does the backlog behind it).
+        let permit = match conns.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                conns.evict_oldest_idle();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    p = conns.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        spawn_connection(
+            stream,
+            router.clone(),
+            &conns,
+            limits.timeouts,
+            tls.clone(),
+            permit,
+        );
+    }
+    drop(listener);
+    conns.close_all();
+    // Every connection holds a slot until it ends.
+    let _all = conns.slots.acquire_many(conns.limit as u32).await;
+    Ok(())
+}
+
+fn spawn_connection(
+    stream: TcpStream,
+    router: Router,
+    conns: &Arc<Connections>,
+    timeouts: ConnTimeouts,
+    tls: Option<Arc<ReloadingTls>>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let state = ConnState::new();
+    let id = conns.add(state.clone());
+    let conns = conns.clone();
+    tokio::spawn(async move {
+        match tls {
+            None => conn::serve(stream, router, state, timeouts).await,
+            Some(tls) => match tls.accept(stream).await {
+                Ok(stream) => conn::serve(stream, router, state, timeouts).await,
+                // A scan, or a client without a certificate under mTLS, is
+                // not the gateway's fault: debug level.
+                Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+            },
+        }
+        conns.remove(id);
+        drop(permit);
+    });
+}
+
+/// File descriptors this process may open (the soft limit, raised to the
+/// hard limit first), if the platform says.
+pub fn fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct
+        // passed by reference.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+                return None;
+            }
+            if rl.rlim_cur < rl.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: rl.rlim_max,
+                    rlim_max: rl.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    rl.rlim_cur = rl.rlim_max;
+                }
+            }
+        }
+        // `rlim_t` is not u64 on every unix.
+        #[allow(clippy::unnecessary_cast)]
+        Some(rl.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// File descriptors kept for everything but caller connections: upstream
+/// connections, files, the runtime.
+const FD_RESERVE: u64 = 256;
+
+/// The connection limits of the caller and admin listeners: each
+/// `max_connections`, unless the file descriptor limit cannot hold both;
+/// then the admin listener gets a sixteenth (at least 16) of what is left
+/// after a reserve, and the caller listener the rest.
+pub fn split_connections(max_connections: usize, fds: Option<u64>) -> (usize, usize) {
+    let Some(fds) = fds else {
+        return (max_connections, max_connections);
+    };
+    let budget = fds.saturating_sub(FD_RESERVE).max(64) as usize;
+    if max_connections.saturating_mul(2) <= budget {
+        return (max_connections, max_connections);
+    }
+    let admin = (budget / 16).max(16).min(max_connections);
+    let caller = budget.saturating_sub(admin).max(16).min(max_connections);
+    (caller, admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_fit_the_fd_limit() {
+        assert_eq!(split_connections(4096, None), (4096, 4096));
+        assert_eq!(split_connections(4096, Some(1_048_576)), (4096, 4096));
+        let (caller, admin) = split_connections(4096, Some(1024));
+        assert_eq!((caller, admin), (720, 48));
+        assert!(caller + admin + FD_RESERVE as usize <= 1024);
+        assert_eq!(split_connections(100, Some(1024)), (100, 100));
+        let (caller, admin) = split_connections(4096, Some(10));
+        assert!(caller >= 16 && admin >= 16);
+    }
+}
