@@ -79,14 +79,16 @@ impl Upstream {
     ) -> Self {
         let configured = iam.credentials.clone();
         let credential_states = Arc::new(CredentialStates::new(&iam));
-        let iam = Arc::new(IamProvider::new(
-            iam,
-            http.clone(),
-            cfg.timeout,
-            metrics.clone(),
-            credential_states.clone(),
-        )
-        .limit_responses(cfg.max_response_bytes));
+        let iam = Arc::new(
+            IamProvider::new(
+                iam,
+                http.clone(),
+                cfg.timeout,
+                metrics.clone(),
+                credential_states.clone(),
+            )
+            .limit_responses(cfg.max_response_bytes),
+        );
         let cph = CphClient::new(
             http,
             cfg.cph_endpoint.clone(),
