@@ -95,6 +95,16 @@ cph_endpoint = "{sim_url}"
 file = "{self.tenants}"
 watch_interval_ms = 200
 """)
+        e0 = {"BENCH_JWT_SECRET": SECRET, "BENCH_IAM_PASSWORD": "sim-password"}
+        # Newer binaries refuse HS256 admin tokens unless allowed; older ones
+        # do not know the key.
+        text = open(cfg).read()
+        with open(cfg, "w") as f:
+            f.write(text.replace("[auth]\n", "[auth]\nallow_hs256_admin = true\n"))
+        if subprocess.run([GW, "check-config", "--config", cfg], env=e0,
+                          capture_output=True).returncode != 0:
+            with open(cfg, "w") as f:
+                f.write(text)
         e = {"BENCH_JWT_SECRET": SECRET, "BENCH_IAM_PASSWORD": "sim-password",
              "RUST_LOG": "info", "PATH": os.environ.get("PATH", "")}
         e.update(env or {})

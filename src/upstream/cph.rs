@@ -419,10 +419,13 @@ impl CphClient {
 
 /// `msg` cut to [`MAX_ERROR_MSG_CHARS`] characters (also applied to
 /// `error_code`s, which CPH keeps short).
-pub fn cut_error_msg(mut msg: String) -> String {
-    let keep = crate::domain::truncate(&msg, MAX_ERROR_MSG_CHARS).len();
-    msg.truncate(keep);
-    msg
+pub fn cut_error_msg(msg: String) -> String {
+    let cut = crate::domain::truncate(&msg, MAX_ERROR_MSG_CHARS);
+    if cut.len() == msg.len() {
+        return msg;
+    }
+    // A new string: truncating in place would keep the whole allocation.
+    cut.to_owned()
 }
 
 /// A batch-stop answer read whole: 2xx with `jobs` is an answer (whatever
