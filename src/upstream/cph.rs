@@ -7,136 +7,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::credentials::{Answer, Authorization};
-use super::http::{BodyError, describe, read_limited, retry_after, status_label};
+pub use super::answer::{
+    CallOutcome, ListedJob, MAX_ERROR_MSG_CHARS, UpstreamJob, cut_error_msg, parse_job_list,
+};
+use super::answer::{
+    JOB_ANSWER_LIMIT, STOP_ANSWER_OVERHEAD, STOP_ANSWER_PER_PHONE, stop_outcome, transport_outcome,
+};
+use super::credentials::Authorization;
+use super::http::{BodyError, read_limited, retry_after, status_label};
 use crate::domain::{PhoneId, ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
-
-/// One entry of CPH's `jobs` array, passed through as it came.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct UpstreamJob {
-    pub phone_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_msg: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BatchStopAnswer {
-    #[serde(default)]
-    request_id: Option<String>,
-    jobs: Vec<UpstreamJob>,
-}
-
-/// One job of CPH's job list.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ListedJob {
-    pub job_id: String,
-    #[serde(default)]
-    pub phone_id: Option<String>,
-    /// 1 running, 2 success, -1 failed.
-    pub status: i64,
-    #[serde(default)]
-    pub error_code: Option<String>,
-    #[serde(default)]
-    pub error_msg: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JobListAnswer {
-    #[serde(default)]
-    jobs: Vec<ListedJob>,
-}
-
-/// A job-list answer as jobs, or what went wrong.
-pub fn parse_job_list(status: StatusCode, body: &[u8]) -> Result<Vec<ListedJob>, CallOutcome> {
-    if !status.is_success() {
-        let err: ErrorAnswer = serde_json::from_slice(body).unwrap_or_default();
-        return Err(CallOutcome::Rejected {
-            status,
-            error_code: err.error_code,
-            error_msg: err.error_msg,
-            retry_after: None,
-        });
-    }
-    serde_json::from_slice::<JobListAnswer>(body)
-        .map(|a| a.jobs)
-        .map_err(|e| CallOutcome::Broken(format!("unreadable job list: {e}")))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ErrorAnswer {
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    error_msg: Option<String>,
-}
-
-/// What one upstream call came to.
-#[derive(Debug)]
-pub enum CallOutcome {
-    /// 2xx with a readable body that has `jobs`.
-    Jobs {
-        jobs: Vec<UpstreamJob>,
-        request_id: Option<String>,
-    },
-    /// A non-2xx answer, with the upstream's error if it sent one.
-    Rejected {
-        status: StatusCode,
-        error_code: Option<String>,
-        error_msg: Option<String>,
-        retry_after: Option<Duration>,
-    },
-    /// The connection could not be made: the request was not sent.
-    NotSent(String),
-    /// Sent, but no answer within the timeout: the outcome is unknown.
-    Timeout,
-    /// Sent, then the connection broke or the answer was unreadable.
-    Broken(String),
-}
-
-impl Answer for CallOutcome {
-    fn is_unauthorized(&self) -> bool {
-        matches!(self, CallOutcome::Rejected { status, .. } if *status == StatusCode::UNAUTHORIZED)
-    }
-    fn is_answered(&self) -> bool {
-        matches!(
-            self,
-            CallOutcome::Jobs { .. } | CallOutcome::Rejected { .. }
-        )
-    }
-}
-
-impl Answer for Result<(StatusCode, Bytes), CallOutcome> {
-    fn is_unauthorized(&self) -> bool {
-        match self {
-            Ok((status, _)) => *status == StatusCode::UNAUTHORIZED,
-            Err(o) => o.is_unauthorized(),
-        }
-    }
-    fn is_answered(&self) -> bool {
-        self.as_ref().map_or_else(Answer::is_answered, |_| true)
-    }
-}
-
-impl CallOutcome {
-    /// A label for metrics and logs: the status, or the failure kind.
-    pub fn label(&self) -> &'static str {
-        match self {
-            CallOutcome::Jobs { .. } => "200",
-            CallOutcome::Rejected { status, .. } => status_label(*status),
-            CallOutcome::NotSent(_) => "connect_error",
-            CallOutcome::Timeout => "timeout",
-            CallOutcome::Broken(_) => "broken",
-        }
-    }
-}
 
 /// The content type of every CPH call with a body.
 const JSON: &str = "application/json";
@@ -397,15 +280,6 @@ impl CphClient {
     }
 }
 
-/// The largest job query answer read: a job is a few hundred bytes.
-const JOB_ANSWER_LIMIT: usize = 64 * 1024;
-/// What a batch-stop answer may take per phone (an entry with the longest
-/// ids and a long error message) and in all besides.
-const STOP_ANSWER_PER_PHONE: usize = 2048;
-const STOP_ANSWER_OVERHEAD: usize = 64 * 1024;
-/// Longest `error_msg` passed on (CONTRACT section 3).
-pub const MAX_ERROR_MSG_CHARS: usize = 512;
-
 impl CphClient {
     /// The largest batch-stop answer read for `n` phones: generous for
     /// the phones, never over `upstream.max_response_bytes`.
@@ -414,59 +288,5 @@ impl CphClient {
             .saturating_mul(n)
             .saturating_add(STOP_ANSWER_OVERHEAD)
             .min(self.max_response_bytes)
-    }
-}
-
-/// `msg` cut to [`MAX_ERROR_MSG_CHARS`] characters (also applied to
-/// `error_code`s, which CPH keeps short).
-pub fn cut_error_msg(msg: String) -> String {
-    let cut = crate::domain::truncate(&msg, MAX_ERROR_MSG_CHARS);
-    if cut.len() == msg.len() {
-        return msg;
-    }
-    // A new string: truncating in place would keep the whole allocation.
-    cut.to_owned()
-}
-
-/// A batch-stop answer read whole: 2xx with `jobs` is an answer (whatever
-/// the 2xx), another 2xx is broken (CPH may have acted), anything else a
-/// refusal with CPH's error if it sent one. Error messages are cut.
-fn stop_outcome(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> CallOutcome {
-    if status.is_success() {
-        return match serde_json::from_slice::<BatchStopAnswer>(bytes) {
-            Ok(a) => CallOutcome::Jobs {
-                jobs: a
-                    .jobs
-                    .into_iter()
-                    .map(|mut j| {
-                        j.error_code = j.error_code.map(cut_error_msg);
-                        j.error_msg = j.error_msg.map(cut_error_msg);
-                        j
-                    })
-                    .collect(),
-                request_id: a.request_id,
-            },
-            Err(e) => CallOutcome::Broken(format!(
-                "unreadable batch-stop answer ({status}): {}",
-                crate::domain::truncate(&e.to_string(), 200)
-            )),
-        };
-    }
-    let err: ErrorAnswer = serde_json::from_slice(bytes).unwrap_or_default();
-    CallOutcome::Rejected {
-        status,
-        error_code: err.error_code.map(cut_error_msg),
-        error_msg: err.error_msg.map(cut_error_msg),
-        retry_after,
-    }
-}
-
-fn transport_outcome(e: &reqwest::Error) -> CallOutcome {
-    if e.is_connect() {
-        CallOutcome::NotSent(describe(e))
-    } else if e.is_timeout() {
-        CallOutcome::Timeout
-    } else {
-        CallOutcome::Broken(describe(e))
     }
 }

@@ -1,6 +1,7 @@
 //! Everything the gateway says to Huawei: one pooled HTTP client, IAM
 //! tokens, the CPH client, and the limits every project shares.
 
+pub mod answer;
 pub mod cph;
 pub mod credential_state;
 pub mod credentials;
