@@ -4,8 +4,10 @@
 #
 #     bash benches/run.sh
 #
-# Installs wrk and nginx if missing, builds the release binary, starts the
-# simulator, the gateway and nginx on loopback ports, runs the scenarios and
+# Installs wrk, nginx and haproxy if missing, builds the release binary, starts
+# the simulator, the gateway, nginx (plain reverse proxy) and HAProxy (verifying
+# the same HS256 JWT, the authenticating-proxy peer) on loopback ports, runs the
+# scenarios and
 # prints one table with the targets marked PASS/MISS. Everything it writes
 # goes to a temporary directory; every process it starts is stopped on exit.
 #
@@ -38,6 +40,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -47,6 +50,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
+HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
@@ -77,7 +81,7 @@ cleanup() {
     done
     if [ "$rc" -ne 0 ]; then
         log "exit $rc; last gateway/sim/nginx log lines:"
-        tail -n 5 "$T"/gateway*.log "$T"/sim.log "$T"/nginx/error.log 2>/dev/null >&2
+        tail -n 5 "$T"/gateway*.log "$T"/sim.log "$T"/nginx/error.log "$T"/haproxy.log 2>/dev/null >&2
     fi
     rm -rf "$T"
     exit "$rc"
@@ -225,6 +229,33 @@ def burst(port, path, token, body, n):
     print(json.dumps({"statuses": {str(k): v for k, v in statuses.items()},
                       "wall_s": round(wall, 3)}))
 
+def direct_fanout(port, path, token, bodyfile, batch, conc):
+    """The fan-out baseline: the same batch calls the gateway makes (batch ids
+    each, conc at once, one keep-alive connection per worker), straight to the
+    simulator. Prints: wall_ms calls_ok ids_with_job."""
+    ids = json.load(open(bodyfile))["phone_ids"]; batch, conc = int(batch), int(conc)
+    bodies = [json.dumps({"phone_ids": ids[i:i + batch]}, separators=(",", ":")).encode()
+              for i in range(0, len(ids), batch)]
+    lock = threading.Lock(); todo = list(range(len(bodies)))
+    conns = [http.client.HTTPConnection("127.0.0.1", int(port), timeout=60) for _ in range(conc)]
+    for c in conns: c.connect()
+    def worker(conn):
+        ok = jobs = 0
+        while True:
+            with lock:
+                if not todo: return ok, jobs
+                i = todo.pop(0)
+            conn.request("POST", path, body=bodies[i], headers={
+                "Content-Type": "application/json", "X-Auth-Token": token})
+            r = conn.getresponse(); d = json.loads(r.read())
+            ok += r.status == 200
+            jobs += sum(1 for j in d.get("jobs", []) if j.get("job_id"))
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(conc) as ex:
+        res = list(ex.map(worker, conns))
+    wall = (time.perf_counter() - t0) * 1e3
+    print(f"{wall:.0f} {sum(r[0] for r in res)} {sum(r[1] for r in res)}")
+
 def check_stop(bodyfile):
     """Checks a batch-stop answer: n entries, each with a job_id."""
     d = json.load(open(bodyfile))
@@ -274,12 +305,15 @@ def table(path):
         p(f"| {name} | {f(key+'_rps'):,.0f} | {f(key+'_p50'):.2f} ms | {f(key+'_p99'):.2f} ms | {rss} | {notes} |")
     row("1 direct to sim", "sim")
     row("1 nginx -> sim", "nginx")
+    row("1 haproxy HS256 JWT -> sim", "haproxy")
     row("1 gateway HS256 -> sim", "gw_hs", "rss_s1_peak", f"log {f('gw_hs_log_bytes'):.0f} bytes/request")
     row("2 gateway RS256 -> sim", "gw_rs", "rss_s2rs_peak")
     row("2 gateway ES256 -> sim", "gw_es", "rss_s2es_peak")
     p(f"| 3 fan-out 10,000 ids, sim 20 ms | - | {f('fan_median_ms'):.0f} ms (median of 3) | "
       f"{f('fan_best_ms'):.0f} ms (best of 3) | {mib(f('rss_s3_peak'))} | "
       f"walls {r['fan_walls']} ms; ideal 13 x 20 = 260 ms |")
+    p(f"| 3 direct client, same 100 calls, 8 at once, sim 20 ms | - | {f('direct_median_ms'):.0f} ms (median of 3) | "
+      f"{f('direct_best_ms'):.0f} ms (best of 3) | - | walls {r['direct_walls']} ms |")
     for n in ("100", "1000", "10000"):
         p(f"| 4 {int(n):,} ids, sim 0 ms, {r['s4_'+n+'_reqs']} sequential | {f('s4_'+n+'_rps'):,.1f} | "
           f"{f('s4_'+n+'_p50'):.2f} ms | {f('s4_'+n+'_p99'):.2f} ms | {mib(f('rss_s4_peak'))} | "
@@ -297,6 +331,13 @@ def table(path):
     targets = []
     def t(name, value, goal, ok):
         targets.append((name, value, goal, "PASS" if ok else "MISS"))
+    hc = f("gw_hs_proxy_cpu_us") / f("haproxy_proxy_cpu_us")
+    t("gateway / HAProxy CPU per request", f"{f('gw_hs_proxy_cpu_us'):.0f} / {f('haproxy_proxy_cpu_us'):.0f} us = {hc:.2f}x",
+      "<= 2x", hc <= 2.0)
+    hr = f("gw_hs_rps") / f("haproxy_rps")
+    t("gateway / HAProxy rps", f"{hr:.2f}", ">= 0.5 (stretch 0.8)", hr >= 0.5)
+    h99 = f("gw_hs_p99") - f("haproxy_p99")
+    t("gateway p99 - HAProxy p99", f"{h99:+.2f} ms", "<= +2 ms", h99 <= 2.0)
     ratio = f("gw_hs_rps") / f("nginx_rps")
     t("gateway / nginx rps", f"{ratio:.2f}", ">= 0.80 (stretch 1.0)", ratio >= 0.8)
     d99 = f("gw_hs_p99") - f("nginx_p99")
@@ -306,6 +347,10 @@ def table(path):
     t("ES256 / HS256 rps", f"{es:.2f}", ">= 0.95", es >= 0.95)
     fr = f("fan_best_ms") / 260.0; frm = f("fan_median_ms") / 260.0
     t("fan-out wall / ideal (260 ms)", f"{fr:.2f} best, {frm:.2f} median", "<= 1.10", fr <= 1.10)
+    dr = f("fan_best_ms") / f("direct_best_ms"); drm = f("fan_median_ms") / f("direct_median_ms")
+    t("fan-out wall / direct client wall (10,000 ids, sim 20 ms)", f"{dr:.2f} best, {drm:.2f} median", "<= 1.05", drm <= 1.05)
+    c10 = f("s4_10000_cpu_us_per_id")
+    t("gateway CPU per id, 10,000-id stop", f"{c10:.2f} us", "<= 1 us", c10 <= 1.0)
     cpu = [f(f"s4_{n}_cpu_us_per_id") for n in ("100", "1000", "10000")]
     growth = cpu[2] / cpu[1] if cpu[1] > 0 else float("inf")
     t("gateway CPU/id, 1,000 -> 10,000 ids", f"{cpu[1]:.2f} -> {cpu[2]:.2f} us ({growth:.2f}x)",
@@ -313,7 +358,7 @@ def table(path):
     flat = max(cpu) / min(cpu) if min(cpu) > 0 else float("inf")
     t("gateway CPU/id, 100 : 1,000 : 10,000 ids", " : ".join(f"{c:.2f}" for c in cpu) + f" us (max/min {flat:.2f})",
       "flat: max/min <= 1.5", flat <= 1.5)
-    t("idle RSS", mib(f("rss_idle")), "<= 20 MiB", f("rss_idle") <= 20 * 1024)
+    t("idle RSS", mib(f("rss_idle")), "<= 16 MiB", f("rss_idle") <= 16 * 1024)
     load = max(f("rss_s1_peak"), f("rss_s2rs_peak"), f("rss_s2es_peak"), f("hwm_s2_end"))
     t("RSS under load (scenarios 1-2, VmHWM)", mib(load), "<= 64 MiB", load <= 64 * 1024)
     add = max(f("rss_s3_peak"), f("hwm_s3_after")) - f("rss_s3_before")
@@ -328,9 +373,14 @@ def table(path):
           f"{f('s7_mem_p99')} -> {f('s7_store_p99')} ms; admin change seen by the other replica: "
           f"p50 {r['s7_propagation'].split(',')[0]} ms, max {r['s7_propagation'].split(',')[1]} ms")
         t("rps with the store / without (single-id stop)", f"{ratio:.2f}", ">= 0.90", ratio >= 0.90)
+        added = f("s7_idem_p50") - f("s7_store_p50")
+        p(f"with a fresh Idempotency-Key per request (store on): {f('s7_idem_rps'):,.0f} rps, p50 {f('s7_idem_p50')} ms, "
+          f"p99 {f('s7_idem_p99')} ms, gateway CPU/request {f('s7_idem_proxy_cpu_us'):.0f} us")
+        t("p50 added by an Idempotency-Key (store on)", f"{added:+.2f} ms", "<= +2 ms", added <= 2.0)
     cr = f("gw_hs_proxy_cpu_us") / f("nginx_proxy_cpu_us")
     p(f"CPU per proxied request (robust to other load on the machine): gateway {f('gw_hs_proxy_cpu_us'):.0f} us, "
-      f"nginx {f('nginx_proxy_cpu_us'):.0f} us ({cr:.1f}x); sim {f('gw_hs_sim_cpu_us'):.0f} us. "
+      f"nginx {f('nginx_proxy_cpu_us'):.0f} us ({cr:.1f}x), HAProxy with JWT {f('haproxy_proxy_cpu_us'):.0f} us "
+      f"({f('gw_hs_proxy_cpu_us') / f('haproxy_proxy_cpu_us'):.1f}x); sim {f('gw_hs_sim_cpu_us'):.0f} us. "
       f"Gateway CPU/request RS256 / HS256 {f('gw_rs_proxy_cpu_us') / f('gw_hs_proxy_cpu_us'):.2f}, "
       f"ES256 / HS256 {f('gw_es_proxy_cpu_us') / f('gw_hs_proxy_cpu_us'):.2f}")
     p("")
@@ -346,11 +396,12 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"freeports": freeports, "mint": mint, "wrkparse": wrkparse, "rss": rss_sampler,
      "seq": seq, "burst": burst, "check_stop": check_stop, "cpu": stat_cpu,
+     "direct_fanout": direct_fanout,
      "table": table}[cmd](*args)
 PY
 py() { python3 "$T/bench.py" "$@"; }
 
-read -r SIM_PORT NGINX_PORT GW_PORT GW_ADMIN_PORT <<<"$(py freeports 4)"
+read -r SIM_PORT NGINX_PORT GW_PORT GW_ADMIN_PORT HAPROXY_PORT <<<"$(py freeports 5)"
 SIM="http://127.0.0.1:$SIM_PORT"
 GW="http://127.0.0.1:$GW_PORT"
 GW_ADMIN="http://127.0.0.1:$GW_ADMIN_PORT"
@@ -527,6 +578,62 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$NGINX_
     -H "X-Auth-Token: $SIM_TOKEN" -H 'Content-Type: application/json' -d "$ONE_BODY")
 [ "$code" = 200 ] || die "nginx -> sim answered $code"
 
+# ---------------------------------------------------------------------------
+# HAProxy: the authenticating-proxy peer. It verifies the same HS256 token
+# (signature, alg, iss, aud, exp) on every request, rewrites the path to the
+# project form, swaps the caller's token for a simulator IAM token, and reuses
+# upstream connections, as the gateway does for one project.
+# ---------------------------------------------------------------------------
+cat >"$T/haproxy.cfg" <<EOF
+global
+    maxconn 1024
+    log stderr format raw local0 err
+defaults
+    mode http
+    log global
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend gw
+    bind 127.0.0.1:$HAPROXY_PORT
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request deny deny_status 401 unless { var(txn.alg) -m str HS256 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$BENCH_JWT_SECRET") -m int 1 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.iss') -m str $ISSUER }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.aud') -m str $AUDIENCE }
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int le 0 }
+    http-request deny deny_status 404 unless { path $STOP_PATH }
+    http-request set-path $SIM_STOP_PATH
+    http-request del-header Authorization
+    http-request set-header X-Auth-Token $SIM_TOKEN
+    default_backend sim
+backend sim
+    server sim 127.0.0.1:$SIM_PORT
+EOF
+"$HAPROXY_BIN" -c -q -f "$T/haproxy.cfg" || die "haproxy refused its configuration"
+log "starting haproxy on 127.0.0.1:$HAPROXY_PORT"
+"$HAPROXY_BIN" -db -f "$T/haproxy.cfg" 2>"$T/haproxy.log" &
+HAPROXY_PID=$!
+PIDS+=("$HAPROXY_PID")
+HAPROXY="http://127.0.0.1:$HAPROXY_PORT"
+for _ in $(seq 100); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$HAPROXY$STOP_PATH" \
+        -H "Authorization: Bearer $HS_TOKEN" -H 'Content-Type: application/json' -d "$ONE_BODY" 2>/dev/null || true)
+    [ "$code" = 200 ] && break
+    sleep 0.05
+done
+[ "$code" = 200 ] || die "haproxy -> sim answered $code"
+for bad in "$RS_TOKEN" "${HS_TOKEN%?}x"; do  # another algorithm, a broken signature: refused
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$HAPROXY$STOP_PATH" \
+        -H "Authorization: Bearer $bad" -H 'Content-Type: application/json' -d "$ONE_BODY")
+    [ "$code" = 401 ] || die "haproxy answered $code to a token it must refuse"
+done
+
 lua() { # lua NAME HEADER-NAME HEADER-VALUE
     cat >"$T/$1.lua" <<EOF
 wrk.method = "POST"
@@ -562,6 +669,7 @@ run_wrk() { # run_wrk KEY LUA URL [PROXY_PID [tree]]: also CPU per request of th
 log "scenario 1: proxy overhead"
 run_wrk sim sim "$SIM$SIM_STOP_PATH"
 run_wrk nginx sim "http://127.0.0.1:$NGINX_PORT$SIM_STOP_PATH" "$NGINX_PID" tree
+run_wrk haproxy gw_hs "$HAPROXY$STOP_PATH" "$HAPROXY_PID"
 rss_start s1
 log0=$(stat -c %s "$T/gateway-$GW_RUN.log")
 run_wrk gw_hs gw_hs "$GW$STOP_PATH" "$GW_PID"
@@ -612,6 +720,18 @@ for i in 0 1 2 3; do  # run 0 is the warm-up
 done
 rss_stop s3
 put hwm_s3_after "$(proc_kib "$GW_PID" VmHWM)"
+# The baseline: a direct client making the same 100 batch calls of 100 ids,
+# 8 at once, against the same simulator at the same latency.
+dwalls=()
+for i in 0 1 2 3; do  # run 0 is the warm-up
+    start_phones
+    read -r ms calls jobs <<<"$(py direct_fanout "$SIM_PORT" "$SIM_STOP_PATH" "$SIM_TOKEN" "$T/ids-10000.json" 100 8)"
+    [ "$calls" = 100 ] && [ "$jobs" = 10000 ] || die "direct fan-out: $calls calls answered 200, $jobs jobs"
+    [ "$i" -gt 0 ] && dwalls+=("$ms")
+    log "direct fan-out run $i: $ms ms"
+done
+read -r best median <<<"$(printf '%s\n' "${dwalls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[1], a[int((NR+1)/2)]}')"
+put direct_best_ms "$best"; put direct_median_ms "$median"; put direct_walls "$(IFS=,; echo "${dwalls[*]}")"
 set_latency 0
 read -r best median <<<"$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[1], a[int((NR+1)/2)]}')"
 put fan_best_ms "$best"; put fan_median_ms "$median"; put fan_walls "$(IFS=,; echo "${walls[*]}")"
@@ -688,6 +808,20 @@ if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
     wait_http "http://127.0.0.1:$ST1_ADMIN/readyz"
     wait_http "http://127.0.0.1:$ST2_ADMIN/readyz"
     run_wrk s7_store gw_hs "http://127.0.0.1:$ST1_PORT$STOP_PATH" "$ST1_PID"
+    # The same with a fresh Idempotency-Key on every request (a stop record each).
+    cp "$T/gw_hs.lua" "$T/gw_idem.lua"
+    cat >>"$T/gw_idem.lua" <<'EOF'
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+local n = 0
+local run = tostring(os.time())
+function request()
+    n = n + 1
+    wrk.headers["Idempotency-Key"] = "bench-" .. run .. "-" .. tostring(tid) .. "-" .. n
+    return wrk.format()
+end
+EOF
+    run_wrk s7_idem gw_idem "http://127.0.0.1:$ST1_PORT$STOP_PATH" "$ST1_PID"
     ADMIN_TOKEN="$("$BIN" token --admin --config "$T/gateway.toml")"
     put s7_propagation "$(python3 - "$ST1_ADMIN" "$ST2_ADMIN" "$ADMIN_TOKEN" "$REGION" <<'PY'
 import json, sys, time, urllib.request, urllib.error
