@@ -5,7 +5,9 @@
 //!   response's serialization, and the per-outcome phone counts of the metrics);
 //! - `jwt/*`: caller JWT verification for HS256, RS256 and ES256, cold (the
 //!   verified-token cache disabled: every call checks the signature and
-//!   claims) and cached (the same token again: SHA-256 and a cache hit).
+//!   claims) and cached (the same token again: SHA-256 and a cache hit);
+//! - `log/*`: one request log line through the fmt layer into the batched
+//!   log writer (its background thread writing to a sink).
 //!
 //! Run: `cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3`.
 //! The end-to-end benchmark is `benches/run.sh`.
@@ -219,5 +221,45 @@ fn jwt_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, plan_benches, merge_benches, jwt_benches);
+fn log_benches(c: &mut Criterion) {
+    use std::io::Write;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    let (writer, guard) = cph_gateway::telemetry::writer::batched(std::io::sink());
+    let line = [b'x'; 350];
+    let mut g = c.benchmark_group("log");
+    g.bench_function("writer_push_350b", |b| {
+        b.iter(|| writer.make_writer().write_all(black_box(&line)).unwrap())
+    });
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        g.bench_function("request_line", |b| {
+            b.iter(|| {
+                let span = tracing::info_span!(
+                    "request",
+                    request_id = "0123456789abcdef",
+                    route = "/v1/cloud-phone/phones/batch-stop",
+                    tenant = tracing::field::Empty,
+                    stopped = tracing::field::Empty,
+                );
+                span.record("tenant", "acme");
+                span.record("stopped", 1u64);
+                tracing::info!(parent: &span, status = 200u16, latency_ms = 1.25f64, "request");
+            })
+        });
+    });
+    g.finish();
+    drop(guard);
+}
+
+criterion_group!(
+    benches,
+    plan_benches,
+    merge_benches,
+    jwt_benches,
+    log_benches
+);
 criterion_main!(benches);

@@ -4,6 +4,10 @@ mod cmd;
 
 use std::process::ExitCode;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use cmd::check::CheckArgs;
 use cmd::demo::DemoArgs;

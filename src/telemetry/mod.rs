@@ -3,6 +3,7 @@
 
 mod escape;
 mod metrics;
+pub mod writer;
 
 pub use escape::EscapedFields;
 pub use metrics::{GaugeGuard, Metrics};
@@ -13,8 +14,8 @@ use tracing_subscriber::EnvFilter;
 #[must_use = "dropping the guard stops trace export"]
 pub struct TelemetryGuard {
     provider: Option<Provider>,
-    /// Flushes the log writer's queue on drop.
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    /// Writes the log lines still pending on drop.
+    _writer: Option<writer::WriterGuard>,
 }
 
 #[cfg(feature = "otlp")]
@@ -54,10 +55,10 @@ pub fn init(otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    // Log lines go to stderr from a background thread: a request never waits
-    // on a slow or full stderr (a burst beyond the queue is dropped rather
-    // than stalling the runtime).
-    let (writer, writer_guard) = tracing_appender::non_blocking(std::io::stderr());
+    // Log lines go to stderr from a background thread, in batches: a request
+    // never waits on a slow or full stderr (a burst beyond the bound is
+    // dropped rather than stalling the runtime).
+    let (writer, writer_guard) = writer::batched(std::io::stderr());
     let fmt: BoxLayer = if json {
         tracing_subscriber::fmt::layer()
             .json()
