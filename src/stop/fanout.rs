@@ -2,24 +2,23 @@
 //! and per-project limits, retries only where it is safe, within a retry
 //! budget and the request's deadline; one [`BatchOutcome`] per batch.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::StatusCode;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
+pub use super::answers::answers;
+use super::answers::{rejected, retry_reason};
+use super::merge::BatchOutcome;
 use super::plan::Plan;
 use super::split::{Ran, may_cure, split};
-use crate::domain::{Code, JobId, PhoneId};
+use crate::domain::{Code, PhoneId};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
-use crate::upstream::cph::{CallOutcome, UpstreamJob};
+use crate::upstream::cph::CallOutcome;
 use crate::upstream::credentials::{Answer, AuthError, Authorization};
 use crate::upstream::retry::Backoff;
 use crate::upstream::{ProjectSlot, Upstream};
@@ -358,89 +357,5 @@ impl Fanout {
             tokio::time::sleep(delay).await;
             retries += 1;
         }
-    }
-}
-
-/// CPH's per-phone entries, normalised: an entry with a usable `job_id` is
-/// a job (whatever else it carries), else one with an `error_code` is an
-/// error, else it is no answer; of several entries for one phone, the first
-/// job wins, else the first error.
-pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
-    let mut out: Vec<PhoneAnswer> = Vec::with_capacity(jobs.len());
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(jobs.len());
-    for j in jobs {
-        let result = match (j.job_id.and_then(JobId::from_upstream), j.error_code) {
-            (Some(job), _) => PhoneResult::Job(job),
-            (None, Some(code)) => PhoneResult::Error {
-                code,
-                msg: j.error_msg.unwrap_or_default(),
-            },
-            (None, None) => continue,
-        };
-        match seen.entry(j.phone_id) {
-            Entry::Vacant(v) => {
-                let phone_id = v.key().clone();
-                v.insert(out.len());
-                out.push(PhoneAnswer { phone_id, result });
-            }
-            Entry::Occupied(o) => {
-                let earlier = &mut out[*o.get()];
-                if matches!(result, PhoneResult::Job(_))
-                    && !matches!(earlier.result, PhoneResult::Job(_))
-                {
-                    earlier.result = result;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// 429, 503 and CPS.0003 mean CPH did not act on the request: the reason
-/// to try again (the `reason` label of `cphgw_upstream_retries_total`), or
-/// `None` if it may have.
-fn retry_reason(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        Some("429")
-    } else if status == StatusCode::SERVICE_UNAVAILABLE {
-        Some("503")
-    } else if code == Some("CPS.0003") {
-        Some("CPS.0003")
-    } else {
-        None
-    }
-}
-
-/// A whole batch refused by CPH: its error passes through to each phone.
-fn rejected(
-    status: StatusCode,
-    error_code: Option<String>,
-    error_msg: Option<String>,
-) -> BatchOutcome {
-    // A 4xx other than 401/408/429 is CPH's judgement of the request.
-    let definite = status.is_client_error() && !matches!(status.as_u16(), 401 | 408 | 429);
-    let kind = if status == StatusCode::GATEWAY_TIMEOUT {
-        Code::UpstreamTimeout
-    } else {
-        Code::UpstreamFailed
-    };
-    match error_code {
-        Some(code) => BatchOutcome::rejected(
-            code,
-            error_msg.unwrap_or_else(|| format!("CPH answered {status}")),
-            definite,
-            kind,
-        ),
-        None => BatchOutcome::Failed {
-            error_code: kind.as_str().to_owned(),
-            error_msg: format!("CPH answered {status} without an error body"),
-            definite,
-            kind,
-            outcome: if kind == Code::UpstreamTimeout {
-                Outcome::Unknown
-            } else {
-                Outcome::Failed
-            },
-        },
     }
 }

@@ -3,8 +3,10 @@
 //! [`record`] (what the stop did, kept for the caller), [`wait`] (following
 //! the jobs to their end); [`idempotency`] makes a retried stop safe.
 
+mod answers;
 pub mod fanout;
 pub mod idempotency;
+mod keeping;
 pub mod merge;
 pub mod plan;
 pub mod record;
@@ -21,7 +23,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::domain::{ApiError, Code, RequestId, TenantId};
-use crate::store::{Claimed, KeyClaim, RecordBatch, StopRecord, Store};
+use crate::store::{Claimed, KeyClaim, StopRecord, Store};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
 use crate::upstream::Upstream;
@@ -342,45 +344,6 @@ impl Stops {
             record: Some(record),
             sent: kept > 0 || calls.sent.load(Ordering::Relaxed) > 0,
         }
-    }
-
-    /// With a record's head, a writer of its batch outcomes as they come.
-    #[allow(clippy::type_complexity)]
-    fn progress_writer(
-        &self,
-        head: Option<StopRecord>,
-    ) -> (
-        Option<tokio::sync::mpsc::UnboundedSender<RecordBatch>>,
-        Option<tokio::task::JoinHandle<()>>,
-    ) {
-        let Some(head) = head else {
-            return (None, None);
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RecordBatch>();
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        let writer = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                if let Err(e) = store.put_record_batch(&head, &batch).await {
-                    metrics.record_write_failed();
-                    tracing::warn!(error = %e, batch = batch.index, "stop record: batch outcome not written");
-                }
-            }
-        });
-        (Some(tx), Some(writer))
-    }
-
-    /// Writes a stop's record off the answer's path; a failure is logged and
-    /// counted, never fails the stop.
-    fn keep_record(&self, record: Arc<StopRecord>) {
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.put_record(&record).await {
-                metrics.record_write_failed();
-                tracing::warn!(request_id = %record.request_id, error = %e, "stop record not written");
-            }
-        });
     }
 
     /// A tenant's stop record, if it is still kept.
