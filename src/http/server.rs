@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -163,14 +164,25 @@ impl App {
             jwks.abort();
         }
         hup.abort();
-        match tokio::time::timeout(state.config.server.shutdown_grace, servers).await {
+        let grace = tokio::time::Instant::now() + state.config.server.shutdown_grace;
+        let result = match tokio::time::timeout_at(grace, servers).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Err(_) => {
                 tracing::warn!("grace period over; abandoning requests still in flight");
                 Ok(())
             }
+        };
+        // Stop records still queued are written (within what is left of
+        // the grace period, and at least a moment).
+        let until = grace.max(tokio::time::Instant::now() + Duration::from_millis(500));
+        if tokio::time::timeout_at(until, state.stops.flush_records())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stop records still queued at exit were not written");
         }
+        result
     }
 
     /// Runs in the background until the returned handle is told to stop.

@@ -72,6 +72,7 @@ pub struct Stops {
     metrics: Arc<Metrics>,
     /// How long a key's claim holds while its stop runs.
     lease: Duration,
+    records: keeping::RecordWriter,
 }
 
 impl Stops {
@@ -83,6 +84,7 @@ impl Stops {
     ) -> Self {
         Self {
             fanout: Fanout::new(upstream.clone(), metrics.clone()),
+            records: keeping::RecordWriter::new(store.clone(), metrics.clone()),
             store,
             tracker: Tracker::new(upstream),
             metrics,

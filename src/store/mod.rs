@@ -1,5 +1,5 @@
 //! The one seam for everything replicas share: tenant mappings, the admin
-//! audit (and, later, idempotency keys and stop records). Two
+//! audit, idempotency keys and stop records. Two
 //! implementations, chosen by `[store]`: [`memory::MemoryStore`] (a gateway
 //! running alone: tenants from the tenants file, the rest in memory) and
 //! [`postgres::PgStore`] (a fleet on one PostgreSQL database). Nothing above
@@ -7,6 +7,8 @@
 
 pub mod memory;
 pub mod postgres;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -296,6 +298,15 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a whole stop record (replacing one with the same tenant and
     /// request id).
     async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError>;
+
+    /// Writes many whole records (what the record writer sends: one
+    /// statement for all of them where the store can).
+    async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
+        for record in records {
+            self.put_record(record).await?;
+        }
+        Ok(())
+    }
 
     /// Writes one batch of a record (its outcome, as it comes), and the
     /// record's head (`record`'s own batches are not written) if it is not

@@ -696,7 +696,14 @@ async fn the_schema_refuses_rows_the_gateway_would_refuse_and_migrations_race_sa
             .await
             .unwrap();
     assert_eq!(applied, distinct, "a migration was applied twice");
-    assert_eq!(applied, 2, "every migration applied");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| f.path().extension().is_some_and(|e| e == "sql"))
+        })
+        .count();
+    assert_eq!(applied as usize, files, "every migration applied");
     let refused = [
         // A tenant whose default project is not among its projects.
         "BEGIN; INSERT INTO cphgw_tenants VALUES ('x', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 1); COMMIT;",

@@ -8,8 +8,37 @@ use crate::store::{Claimed, KeyClaim, RecordBatch, Retention, StopRecord};
 
 /// Idempotency answers kept, in bytes of answer body.
 pub const KEY_BYTES_KEPT: u64 = 64 * 1024 * 1024;
-/// Stop records kept, in phones (about 150 bytes each).
-pub const RECORD_PHONES_KEPT: u64 = 200_000;
+/// Stop records kept, in bytes (as estimated by [`record_bytes`]).
+pub const RECORD_BYTES_KEPT: u64 = 32 * 1024 * 1024;
+
+/// About what a record takes in memory: its strings and the allocations
+/// around them (a single-id record comes to about 700 bytes).
+fn record_bytes(r: &StopRecord) -> u32 {
+    let strings = |v: &[String]| v.iter().map(|s| s.len() + 32).sum::<usize>();
+    let bytes = 256
+        + r.tenant.len()
+        + 2 * r.request_id.len()
+        + r.caller.len()
+        + r.project_id.len()
+        + r.batches
+            .iter()
+            .map(|b| {
+                96 + strings(&b.phone_ids)
+                    + strings(&b.upstream_request_ids)
+                    + b.entries.as_deref().map_or(0, |e| {
+                        e.iter()
+                            .map(|e| {
+                                112 + e.phone_id.len()
+                                    + e.job_id.as_ref().map_or(0, String::len)
+                                    + e.error_code.as_ref().map_or(0, String::len)
+                                    + e.error_msg.as_ref().map_or(0, String::len)
+                            })
+                            .sum()
+                    })
+            })
+            .sum::<usize>();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
 
 /// An idempotency key in memory.
 #[derive(Clone)]
@@ -38,7 +67,11 @@ impl Key {
 /// The keys and records.
 pub struct Callers {
     keys: moka::sync::Cache<(String, String), Key>,
-    records: moka::sync::Cache<(String, String), Arc<Mutex<StopRecord>>>,
+    /// Whole records, shared with the stop that made them (a batch outcome
+    /// written as it comes replaces the record with an updated copy).
+    records: moka::sync::Cache<(String, String), Arc<StopRecord>>,
+    /// Serializes batch outcomes written as they come (read, copy, replace).
+    progress: Mutex<()>,
 }
 
 impl Callers {
@@ -53,13 +86,11 @@ impl Callers {
                 .time_to_live(retention.keys)
                 .build(),
             records: moka::sync::Cache::builder()
-                .max_capacity(RECORD_PHONES_KEPT)
-                .weigher(|_, r: &Arc<Mutex<StopRecord>>| {
-                    let phones = r.lock().map(|r| r.phones()).unwrap_or(1);
-                    u32::try_from(phones.max(1)).unwrap_or(u32::MAX)
-                })
+                .max_capacity(RECORD_BYTES_KEPT)
+                .weigher(|_, r: &Arc<StopRecord>| record_bytes(r))
                 .time_to_live(retention.records)
                 .build(),
+            progress: Mutex::new(()),
         }
     }
 
@@ -134,33 +165,31 @@ impl Callers {
         }
     }
 
-    pub fn put_record(&self, record: &StopRecord) {
-        self.records.insert(
-            (record.tenant.clone(), record.request_id.clone()),
-            Arc::new(Mutex::new(record.clone())),
-        );
+    pub fn put_record(&self, record: Arc<StopRecord>) {
+        self.records
+            .insert((record.tenant.clone(), record.request_id.clone()), record);
     }
 
     pub fn put_record_batch(&self, head: &StopRecord, batch: &RecordBatch) {
         let id = (head.tenant.clone(), head.request_id.clone());
-        let record = self.records.get_with(id, || {
-            Arc::new(Mutex::new(StopRecord {
+        let _one_at_a_time = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let mut record = match self.records.get(&id) {
+            Some(r) => StopRecord::clone(&r),
+            None => StopRecord {
                 batches: Vec::new(),
                 ..head.clone()
-            }))
-        });
-        {
-            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
-            match record.batches.iter_mut().find(|b| b.index == batch.index) {
-                Some(b) => *b = batch.clone(),
-                None => record.batches.push(batch.clone()),
-            }
+            },
+        };
+        match record.batches.iter_mut().find(|b| b.index == batch.index) {
+            Some(b) => *b = batch.clone(),
+            None => record.batches.push(batch.clone()),
         }
+        self.records.insert(id, Arc::new(record));
     }
 
     pub fn record(&self, tenant: &str, request_id: &str) -> Option<StopRecord> {
         self.records
             .get(&(tenant.to_owned(), request_id.to_owned()))
-            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|r| StopRecord::clone(&r))
     }
 }

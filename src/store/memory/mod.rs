@@ -7,7 +7,7 @@ mod callers;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -23,7 +23,7 @@ use crate::tenants::file::{TenantsError, parse_file, read_file, render, write_at
 use crate::tenants::{Registry, TenantSpec, TenantsFile};
 use callers::Callers;
 
-pub use callers::{KEY_BYTES_KEPT, RECORD_PHONES_KEPT};
+pub use callers::{KEY_BYTES_KEPT, RECORD_BYTES_KEPT};
 
 /// How many audit events a gateway without a store keeps.
 pub const AUDIT_KEPT: usize = 1000;
@@ -310,13 +310,20 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         self.callers.finish(tenant, key, answer);
         if let Some(record) = record {
-            self.callers.put_record(record);
+            self.callers.put_record(Arc::new(record.clone()));
         }
         Ok(())
     }
 
     async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError> {
-        self.callers.put_record(record);
+        self.callers.put_record(Arc::new(record.clone()));
+        Ok(())
+    }
+
+    async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
+        for record in records {
+            self.callers.put_record(record.clone());
+        }
         Ok(())
     }
 

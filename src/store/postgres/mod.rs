@@ -355,6 +355,10 @@ impl Store for PgStore {
         self.seen(callers::put_record(&self.pool, record, &self.retention).await)
     }
 
+    async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
+        self.seen(callers::put_records(&self.pool, records, &self.retention).await)
+    }
+
     async fn put_record_batch(
         &self,
         record: &StopRecord,
