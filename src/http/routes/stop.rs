@@ -1,7 +1,10 @@
 //! `POST /v1/cloud-phone/phones/batch-stop` and
 //! `POST /v1/{project_id}/cloud-phone/phones/batch-stop`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Extension;
 use axum::body::Body;
@@ -11,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::extract::{Authenticated, Path, TenantContext, discard_body, read_body};
-use crate::domain::{ApiError, Code, RequestId};
+use crate::domain::{ApiError, RequestId};
 use crate::http::error::ErrorJson;
 use crate::http::middleware::{REQUEST_ID_HEADER, RequestStarted};
 use crate::http::state::AppState;
@@ -196,40 +199,82 @@ async fn stop(
         key,
         deadline,
     };
-    // The stop runs in a task of its own: a caller that goes away does not
-    // cancel it, and it is then logged and counted here.
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    // The stop runs here, in the connection's task; if the caller goes
+    // away first, it goes on in a task of its own (not cancelled), and is
+    // then logged and counted there.
     let tenant = ctx.tenant.name.clone();
-    let span = tracing::Span::current();
     let task_app = app.clone();
-    tokio::spawn(
-        async move {
-            let answer = task_app.stops.execute(stop).await;
-            if let Err(answer) = tx.send(answer) {
-                let status = match &answer {
-                    Ok(a) => a.status,
-                    Err(e) => e.code.status(),
-                }
-                .as_u16();
-                let elapsed = started.0.elapsed();
-                task_app
-                    .metrics
-                    .request(route, status, tenant.as_str(), elapsed);
-                tracing::info!(
-                    status,
-                    latency_ms = elapsed.as_secs_f64() * 1000.0,
-                    caller_gone = true,
-                    "request"
-                );
-            }
-            drop((ids, request));
+    let stop = {
+        let app = app.clone();
+        async move { app.stops.execute(stop).await }
+    };
+    let answer = DetachOnDrop::new(stop, move |answer: Result<StopAnswer, ApiError>| {
+        let status = match &answer {
+            Ok(a) => a.status,
+            Err(e) => e.code.status(),
         }
-        .instrument(span),
-    );
-    let answer = rx
-        .await
-        .map_err(|_| ApiError::new(Code::Internal, "the stop ended without an answer"))??;
+        .as_u16();
+        let elapsed = started.0.elapsed();
+        task_app
+            .metrics
+            .request(route, status, tenant.as_str(), elapsed);
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            caller_gone = true,
+            "request"
+        );
+        drop((ids, request));
+    })
+    .await?;
     Ok(answered(app, &project, answer, wait).await)
+}
+
+/// A future polled where it is awaited that, if dropped before it ends
+/// (the caller went away), goes on in a task of its own, in the span it
+/// was made in, and hands its output to `gone`. Cheaper than a task per
+/// stop: no hand-off between tasks and no wake-up for the common case.
+struct DetachOnDrop<F: Future + Send + 'static> {
+    fut: Option<Pin<Box<F>>>,
+    gone: Option<Box<dyn FnOnce(F::Output) + Send>>,
+    span: tracing::Span,
+}
+
+impl<F: Future + Send + 'static> DetachOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn new(fut: F, gone: impl FnOnce(F::Output) + Send + 'static) -> Self {
+        Self {
+            fut: Some(Box::pin(fut)),
+            gone: Some(Box::new(gone)),
+            span: tracing::Span::current(),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for DetachOnDrop<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(fut) = self.fut.as_mut() else {
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.fut = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for DetachOnDrop<F> {
+    fn drop(&mut self) {
+        let (Some(fut), Some(gone)) = (self.fut.take(), self.gone.take()) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { gone(fut.await) }.instrument(self.span.clone()));
+        }
+    }
 }
 
 /// The stop's answer, after following its jobs when the caller asked to
