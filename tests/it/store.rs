@@ -974,3 +974,98 @@ async fn check_config_online_tries_the_store() {
     assert!(!ok && out.contains("FAIL store (PostgreSQL)"), "{out}");
     assert!(!out.contains("secret-pw"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_shared_by_replicas_and_pruned_whole_after_their_retention() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let short = || on_store(&db.url).set("tracking.retention_s", "1");
+    let a = TestApp::spawn_with(short()).await;
+    assert!(ready(&a.client, &a.admin_url).await);
+    map_acme(&a.client, &a.admin_url).await;
+    let mapped = eventually(Duration::from_secs(2), async || {
+        let (status, _, _) = a
+            .post_raw(
+                STOP,
+                &caller_token(TENANT_A),
+                json!({"phone_ids": a.phones(PROJECT_A, 0, 1)}).to_string(),
+                None,
+            )
+            .await;
+        status == StatusCode::OK
+    })
+    .await;
+    assert!(mapped, "acme is served");
+    // A record of one batch, one of two (written whole, one row each), and
+    // a keyed stop of two batches (its outcomes also written as they came).
+    for (id, n) in [("one-batch", 1), ("two-batches", 150)] {
+        let (status, _, body) = a
+            .post_raw(
+                STOP,
+                &caller_token(TENANT_A),
+                json!({"phone_ids": a.phones(PROJECT_A, 10, n)}).to_string(),
+                Some(id),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let ids = a.phones(PROJECT_A, 200, 150);
+    let (status, _, keyed) = keyed_stop(&a.client, &a.url, &ids, "pruned-key").await;
+    assert_eq!(status, StatusCode::OK, "{keyed}");
+    let keyed_id = keyed["request_id"].as_str().expect("request_id").to_owned();
+    // Every record, read back through the other replica, whole.
+    let b = TestApp::spawn_with(short()).await;
+    assert!(ready(&b.client, &b.admin_url).await);
+    for (id, n) in [
+        ("one-batch", 1),
+        ("two-batches", 150),
+        (keyed_id.as_str(), 150),
+    ] {
+        let read = eventually(Duration::from_secs(1), async || {
+            let (status, _, rec) = b
+                .get(
+                    &format!("/v1/cloud-phone/stops/{id}"),
+                    &caller_token(TENANT_A),
+                )
+                .await;
+            let rec: Value = serde_json::from_str(&rec).unwrap_or(Value::Null);
+            status == StatusCode::OK
+                && rec["jobs"].as_array().is_some_and(|j| j.len() == n)
+                && rec["summary"]["total"] == n
+        })
+        .await;
+        assert!(
+            read,
+            "record {id} with its {n} phones, through the other replica"
+        );
+    }
+    let mut conn = db.connect().await;
+    let count = async |conn: &mut sqlx::PgConnection, table: &str| -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    assert!(count(&mut conn, "cphgw_stop_records").await >= 4);
+    assert!(
+        count(&mut conn, "cphgw_stop_batches").await >= 1,
+        "the keyed stop's outcomes were written as they came"
+    );
+    // Past their retention they are gone for callers at once, and from the
+    // database at the next prune (a replica prunes when it starts).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _, reply) = b
+        .get("/v1/cloud-phone/stops/two-batches", &caller_token(TENANT_A))
+        .await;
+    let reply: Value = serde_json::from_str(&reply).unwrap_or(Value::Null);
+    assert_gateway_error(status, &reply, StatusCode::NOT_FOUND, "CPHGW.0009");
+    let c = TestApp::spawn_with(short()).await;
+    assert!(ready(&c.client, &c.admin_url).await);
+    let pruned = within(Duration::from_secs(5), async || {
+        count(&mut conn, "cphgw_stop_records").await == 0
+            && count(&mut conn, "cphgw_stop_batches").await == 0
+    })
+    .await;
+    assert!(pruned, "expired records and their batch rows are deleted");
+}
