@@ -86,6 +86,23 @@ fn merge_benches(c: &mut Criterion) {
             ))
         })
         .collect();
+    // The same answers before normalising (what `answers` takes).
+    let raw: Vec<Vec<UpstreamJob>> = plan
+        .batches()
+        .enumerate()
+        .map(|(b, batch)| {
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, id)| UpstreamJob {
+                    phone_id: id.to_string(),
+                    job_id: Some(format!("{:032x}", b * BATCH + i)),
+                    error_code: None,
+                    error_msg: None,
+                })
+                .collect()
+        })
+        .collect();
     let failed: Vec<BatchOutcome> = (0..plan.batch_count())
         .map(|_| {
             BatchOutcome::failed(
@@ -97,6 +114,13 @@ fn merge_benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("merge");
     g.throughput(Throughput::Elements(IDS as u64));
+    g.bench_function("answers_10k", |b| {
+        b.iter_batched(
+            || raw.clone(),
+            |raw| raw.into_iter().map(answers).collect::<Vec<_>>(),
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("jobs_10k", |b| {
         b.iter(|| merge(black_box(&plan), black_box(&jobs)).jobs.len())
     });

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use foldhash::fast::RandomState;
 use reqwest::StatusCode;
 
 use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
@@ -15,34 +16,56 @@ use crate::upstream::cph::UpstreamJob;
 /// error, else it is no answer; of several entries for one phone, the first
 /// job wins, else the first error.
 pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
-    let mut out: Vec<PhoneAnswer> = Vec::with_capacity(jobs.len());
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(jobs.len());
-    for j in jobs {
-        let result = match (j.job_id.and_then(JobId::from_upstream), j.error_code) {
-            (Some(job), _) => PhoneResult::Job(job),
-            (None, Some(code)) => PhoneResult::Error {
-                code,
-                msg: j.error_msg.unwrap_or_default(),
-            },
-            (None, None) => continue,
-        };
-        match seen.entry(j.phone_id) {
-            Entry::Vacant(v) => {
-                let phone_id = v.key().clone();
-                v.insert(out.len());
-                out.push(PhoneAnswer { phone_id, result });
-            }
-            Entry::Occupied(o) => {
-                let earlier = &mut out[*o.get()];
-                if matches!(result, PhoneResult::Job(_))
-                    && !matches!(earlier.result, PhoneResult::Job(_))
-                {
-                    earlier.result = result;
+    let all: Vec<PhoneAnswer> = jobs
+        .into_iter()
+        .filter_map(|j| {
+            let result = match (j.job_id.and_then(JobId::from_upstream), j.error_code) {
+                (Some(job), _) => PhoneResult::Job(job),
+                (None, Some(code)) => PhoneResult::Error {
+                    code,
+                    msg: j.error_msg.unwrap_or_default(),
+                },
+                (None, None) => return None,
+            };
+            Some(PhoneAnswer {
+                phone_id: j.phone_id,
+                result,
+            })
+        })
+        .collect();
+    // Which entries stay (the first of each phone), and where a later job
+    // takes the place of an earlier error; ids are borrowed, not copied.
+    let mut keep = vec![true; all.len()];
+    let mut upgrades: Vec<(usize, usize)> = Vec::new();
+    {
+        let mut first: HashMap<&str, (usize, bool), RandomState> =
+            HashMap::with_capacity_and_hasher(all.len(), RandomState::default());
+        for (i, a) in all.iter().enumerate() {
+            let is_job = matches!(a.result, PhoneResult::Job(_));
+            match first.entry(a.phone_id.as_str()) {
+                Entry::Vacant(v) => {
+                    v.insert((i, is_job));
+                }
+                Entry::Occupied(mut o) => {
+                    keep[i] = false;
+                    let (earlier, earlier_is_job) = o.get_mut();
+                    if is_job && !*earlier_is_job {
+                        upgrades.push((*earlier, i));
+                        *earlier_is_job = true;
+                    }
                 }
             }
         }
     }
-    out
+    let mut all = all;
+    for (earlier, later) in upgrades {
+        let (head, tail) = all.split_at_mut(later);
+        std::mem::swap(&mut head[earlier].result, &mut tail[0].result);
+    }
+    all.into_iter()
+        .zip(keep)
+        .filter_map(|(a, keep)| keep.then_some(a))
+        .collect()
 }
 
 /// 429, 503 and CPS.0003 mean CPH did not act on the request: the reason
@@ -91,5 +114,50 @@ pub(super) fn rejected(
                 Outcome::Failed
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(phone: &str, job: Option<&str>, error: Option<&str>) -> UpstreamJob {
+        UpstreamJob {
+            phone_id: phone.into(),
+            job_id: job.map(Into::into),
+            error_code: error.map(Into::into),
+            error_msg: error.map(|e| format!("{e} message")),
+        }
+    }
+
+    #[test]
+    fn the_first_job_of_a_phone_wins_else_its_first_error_in_first_seen_order() {
+        let got = answers(vec![
+            job("a", None, Some("CPS.0005")),
+            job("b", None, Some("CPS.0001")),
+            job("a", Some("job-a1"), None),
+            job("c", None, None),
+            job("a", Some("job-a2"), None),
+            job("b", None, Some("CPS.0002")),
+            job("c", Some("job-c"), Some("CPS.0009")),
+        ]);
+        let seen: Vec<(&str, String)> = got
+            .iter()
+            .map(|a| {
+                let what = match &a.result {
+                    PhoneResult::Job(j) => format!("job {}", j.as_str()),
+                    PhoneResult::Error { code, .. } => format!("error {code}"),
+                };
+                (a.phone_id.as_str(), what)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("a", "job job-a1".to_owned()),
+                ("b", "error CPS.0001".to_owned()),
+                ("c", "job job-c".to_owned()),
+            ]
+        );
     }
 }

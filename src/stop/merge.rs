@@ -197,7 +197,7 @@ pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
 fn push_entries<'a>(jobs: &mut Vec<JobEntry<'a>>, batch: &'a [PhoneId], outcome: &'a BatchOutcome) {
     match outcome {
         BatchOutcome::Jobs(answers) => {
-            let by_id: HashMap<&str, &PhoneResult> = answers
+            let by_id: HashMap<&str, &PhoneResult, foldhash::fast::RandomState> = answers
                 .iter()
                 .map(|a| (a.phone_id.as_str(), &a.result))
                 .collect();

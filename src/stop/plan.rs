@@ -71,7 +71,10 @@ impl Plan {
         }
         // Mark first appearances while borrowing, then move: no id is copied.
         let first: Vec<bool> = {
-            let mut seen = HashSet::with_capacity(ids.len());
+            let mut seen = HashSet::with_capacity_and_hasher(
+                ids.len(),
+                foldhash::fast::RandomState::default(),
+            );
             ids.iter().map(|id| seen.insert(&**id)).collect()
         };
         let distinct: Vec<PhoneId> = ids
