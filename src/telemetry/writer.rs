@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
@@ -24,7 +24,8 @@ struct Shared {
     pending: Mutex<Vec<u8>>,
     dropped: AtomicU64,
     done: AtomicBool,
-    thread: Thread,
+    /// The writer thread (set before any line can be pushed).
+    thread: OnceLock<Thread>,
 }
 
 /// The `MakeWriter` of the fmt layer (cheap to clone).
@@ -41,22 +42,20 @@ pub struct WriterGuard {
 
 /// A writer to `out` on a background thread named `cphgw-log`.
 pub fn batched<W: Write + Send + 'static>(out: W) -> (LogWriter, WriterGuard) {
-    let (tx, rx) = std::sync::mpsc::channel::<Arc<Shared>>();
-    let handle = thread::Builder::new()
-        .name("cphgw-log".into())
-        .spawn(move || {
-            if let Ok(shared) = rx.recv() {
-                run(&shared, out);
-            }
-        })
-        .expect("spawn the log writer thread");
     let shared = Arc::new(Shared {
         pending: Mutex::new(Vec::new()),
         dropped: AtomicU64::new(0),
         done: AtomicBool::new(false),
-        thread: handle.thread().clone(),
+        thread: OnceLock::new(),
     });
-    let _ = tx.send(shared.clone());
+    // The thread gets its state directly (no channel: a blocking receive
+    // parks the thread too, and could swallow the wake-up of a first line).
+    let mine = shared.clone();
+    let handle = thread::Builder::new()
+        .name("cphgw-log".into())
+        .spawn(move || run(&mine, out))
+        .expect("spawn the log writer thread");
+    let _ = shared.thread.set(handle.thread().clone());
     (
         LogWriter {
             shared: shared.clone(),
@@ -68,11 +67,14 @@ pub fn batched<W: Write + Send + 'static>(out: W) -> (LogWriter, WriterGuard) {
     )
 }
 
+/// The longest a pending line waits should a wake-up be lost.
+const SAFETY_WAKE: Duration = Duration::from_secs(1);
+
 fn run<W: Write>(shared: &Shared, mut out: W) {
     let mut batch = Vec::new();
     loop {
         // Woken by the first line of a batch (or by the guard).
-        thread::park();
+        thread::park_timeout(SAFETY_WAKE);
         let done = shared.done.load(Ordering::Acquire);
         if !done {
             thread::sleep(GATHER);
@@ -127,8 +129,8 @@ impl LogWriter {
             pending.extend_from_slice(line);
             first
         };
-        if first {
-            self.shared.thread.unpark();
+        if first && let Some(t) = self.shared.thread.get() {
+            t.unpark();
         }
     }
 }
@@ -155,8 +157,8 @@ impl<'a> MakeWriter<'a> for LogWriter {
 impl Drop for WriterGuard {
     fn drop(&mut self) {
         self.shared.done.store(true, Ordering::Release);
-        self.shared.thread.unpark();
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
     }
