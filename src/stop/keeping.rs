@@ -30,7 +30,7 @@ impl Stops {
         let writer = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 if let Err(e) = store.put_record_batch(&head, &batch).await {
-                    metrics.record_write_failed();
+                    metrics.record_writes_failed(1);
                     tracing::warn!(error = %e, batch = batch.index, "stop record: batch outcome not written");
                 }
             }
@@ -99,7 +99,7 @@ impl RecordWriter {
         let before = self.queued.fetch_add(phones, Ordering::AcqRel);
         if before > 0 && before + phones > QUEUE_PHONES {
             self.queued.fetch_sub(phones, Ordering::AcqRel);
-            self.metrics.record_write_failed();
+            self.metrics.record_writes_failed(1);
             tracing::warn!(
                 request_id = %record.request_id,
                 queued_phones = before,
@@ -157,9 +157,7 @@ async fn write_loop(
         let written = records.len();
         if written > 0 {
             if let Err(e) = store.put_records(&records).await {
-                for _ in &records {
-                    metrics.record_write_failed();
-                }
+                metrics.record_writes_failed(written as u64);
                 tracing::warn!(records = records.len(), error = %e, "stop records not written");
             }
             queued.fetch_sub(phones, Ordering::AcqRel);

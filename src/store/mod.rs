@@ -295,18 +295,10 @@ pub trait Store: Send + Sync + 'static {
         record: Option<&StopRecord>,
     ) -> Result<(), StoreError>;
 
-    /// Writes a whole stop record (replacing one with the same tenant and
-    /// request id).
-    async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError>;
-
-    /// Writes many whole records (what the record writer sends: one
-    /// statement for all of them where the store can).
-    async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
-        for record in records {
-            self.put_record(record).await?;
-        }
-        Ok(())
-    }
+    /// Writes whole stop records, each replacing one with the same tenant
+    /// and request id (the last of a request id given twice wins): what the
+    /// record writer sends, in one statement where the store can.
+    async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError>;
 
     /// Writes one batch of a record (its outcome, as it comes), and the
     /// record's head (`record`'s own batches are not written) if it is not

@@ -338,8 +338,9 @@ impl Metrics {
         self.idempotent_replays.inc();
     }
 
-    pub fn record_write_failed(&self) {
-        self.record_failures.inc();
+    /// `n` stop records (or batch outcomes of one) not written.
+    pub fn record_writes_failed(&self, n: u64) {
+        self.record_failures.inc_by(n);
     }
 
     /// Whether the shared store answers.

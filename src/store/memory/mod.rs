@@ -315,11 +315,6 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError> {
-        self.callers.put_record(Arc::new(record.clone()));
-        Ok(())
-    }
-
     async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
         for record in records {
             self.callers.put_record(record.clone());

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 mod callers;
+mod records;
 mod tenants;
 
 use super::memory::changes;
@@ -351,12 +352,8 @@ impl Store for PgStore {
         self.seen(done)
     }
 
-    async fn put_record(&self, record: &StopRecord) -> Result<(), StoreError> {
-        self.seen(callers::put_record(&self.pool, record, &self.retention).await)
-    }
-
     async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
-        self.seen(callers::put_records(&self.pool, records, &self.retention).await)
+        self.seen(records::put_records(&self.pool, records, &self.retention).await)
     }
 
     async fn put_record_batch(
@@ -364,7 +361,7 @@ impl Store for PgStore {
         record: &StopRecord,
         batch: &RecordBatch,
     ) -> Result<(), StoreError> {
-        let done = callers::put_record_batch(&self.pool, record, batch, &self.retention).await;
+        let done = records::put_record_batch(&self.pool, record, batch, &self.retention).await;
         self.seen(done)
     }
 
@@ -373,7 +370,7 @@ impl Store for PgStore {
         tenant: &str,
         request_id: &str,
     ) -> Result<Option<StopRecord>, StoreError> {
-        self.seen(callers::record(&self.pool, tenant, request_id).await)
+        self.seen(records::record(&self.pool, tenant, request_id).await)
     }
 
     fn notifications(&self) -> watch::Receiver<u64> {
