@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -384,15 +384,6 @@ impl Stops {
         };
         record::view(record, states.as_ref())
     }
-}
-
-/// The answer of a stop that waited: the stop's own body with `done` and a
-/// `status` per job entry.
-pub fn waited_body(answer: &[u8], view: &Value) -> Vec<u8> {
-    let mut body: Value = serde_json::from_slice(answer).unwrap_or_else(|_| json!({}));
-    body["done"] = view["done"].clone();
-    body["jobs"] = view["jobs"].clone();
-    serde_json::to_vec(&body).unwrap_or_else(|_| answer.to_vec())
 }
 
 fn store_down() -> ApiError {

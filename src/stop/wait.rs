@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::domain::ProjectId;
@@ -200,6 +201,15 @@ fn is_plain(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The answer of a stop that waited: the stop's own body with `done` and a
+/// `status` per job entry.
+pub fn waited_body(answer: &[u8], view: &Value) -> Vec<u8> {
+    let mut body: Value = serde_json::from_slice(answer).unwrap_or_else(|_| json!({}));
+    body["done"] = view["done"].clone();
+    body["jobs"] = view["jobs"].clone();
+    serde_json::to_vec(&body).unwrap_or_else(|_| answer.to_vec())
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use crate::http::state::AppState;
 use crate::stop::idempotency::IdempotencyKey;
 use crate::stop::merge::StopResponse;
 use crate::stop::plan::{Plan, StopRequest};
-use crate::stop::wait::preferred_wait;
-use crate::stop::{StopAnswer, StopCall, waited_body};
+use crate::stop::wait::{preferred_wait, waited_body};
+use crate::stop::{StopAnswer, StopCall};
 use crate::tenants::Project;
 
 /// The answers of both batch-stop routes (for the API document).
@@ -234,26 +234,35 @@ async fn stop(
 /// (the caller went away), goes on in a task of its own, in the span it
 /// was made in, and hands its output to `gone`. Cheaper than a task per
 /// stop: no hand-off between tasks and no wake-up for the common case.
-struct DetachOnDrop<F: Future + Send + 'static> {
+struct DetachOnDrop<F, G>
+where
+    F: Future + Send + 'static,
+    G: FnOnce(F::Output) + Send + 'static,
+{
     fut: Option<Pin<Box<F>>>,
-    gone: Option<Box<dyn FnOnce(F::Output) + Send>>,
+    gone: Option<G>,
     span: tracing::Span,
 }
 
-impl<F: Future + Send + 'static> DetachOnDrop<F>
+impl<F, G> DetachOnDrop<F, G>
 where
-    F::Output: Send,
+    F: Future + Send + 'static,
+    G: FnOnce(F::Output) + Send + 'static,
 {
-    fn new(fut: F, gone: impl FnOnce(F::Output) + Send + 'static) -> Self {
+    fn new(fut: F, gone: G) -> Self {
         Self {
             fut: Some(Box::pin(fut)),
-            gone: Some(Box::new(gone)),
+            gone: Some(gone),
             span: tracing::Span::current(),
         }
     }
 }
 
-impl<F: Future + Send + 'static> Future for DetachOnDrop<F> {
+impl<F, G> Future for DetachOnDrop<F, G>
+where
+    F: Future + Send + 'static,
+    G: FnOnce(F::Output) + Send + 'static + Unpin,
+{
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -266,7 +275,11 @@ impl<F: Future + Send + 'static> Future for DetachOnDrop<F> {
     }
 }
 
-impl<F: Future + Send + 'static> Drop for DetachOnDrop<F> {
+impl<F, G> Drop for DetachOnDrop<F, G>
+where
+    F: Future + Send + 'static,
+    G: FnOnce(F::Output) + Send + 'static,
+{
     fn drop(&mut self) {
         let (Some(fut), Some(gone)) = (self.fut.take(), self.gone.take()) else {
             return;
