@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::credential_state::CredentialStates;
-use super::http::{describe, read_capped};
+use super::http::{describe, iam_error, read_capped};
 use super::retry::Backoff;
 use crate::config::{Credential, IamConfig};
 use crate::domain::{ProjectId, Region};
@@ -121,31 +121,6 @@ struct TokenInfo {
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The largest IAM token answer read (its catalog can be long).
 const MAX_TOKEN_BODY: usize = 4 * 1024 * 1024;
-
-/// IAM's code and message from an error answer, as `: error_code C,
-/// error_msg "M"` (empty if the body has neither). IAM answers
-/// `{"error": {"code", "title", "message"}}` or `{"error_code", "error_msg"}`.
-pub fn iam_error(body: &[u8]) -> String {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return String::new();
-    };
-    let text = |v: Option<&serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let nested = v.get("error").filter(|e| e.is_object());
-    let code = text(v.get("error_code")).or_else(|| text(nested.and_then(|e| e.get("code"))));
-    let msg = text(v.get("error_msg"))
-        .or_else(|| text(nested.and_then(|e| e.get("message"))))
-        .map(|m| crate::domain::truncate(m.trim(), 512).to_owned());
-    match (code, msg) {
-        (None, None) => String::new(),
-        (Some(c), None) => format!(": error_code {c}"),
-        (None, Some(m)) => format!(": error_msg {m:?}"),
-        (Some(c), Some(m)) => format!(": error_code {c}, error_msg {m:?}"),
-    }
-}
 
 /// After a failed fetch, the next one waits 0.5 s doubling to 30 s, with
 /// jitter between half and the whole of that.
@@ -379,26 +354,5 @@ impl IamProvider {
             fetched_at: now,
             renewing: AtomicBool::new(false),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::iam_error;
-
-    #[test]
-    fn iam_error_bodies_of_both_shapes() {
-        let nested = br#"{"error":{"code":401,"title":"Unauthorized","message":"The username or password is wrong."}}"#;
-        assert_eq!(
-            iam_error(nested),
-            ": error_code 401, error_msg \"The username or password is wrong.\""
-        );
-        let flat = br#"{"error_code":"IAM.0011","error_msg":"Request body is invalid."}"#;
-        assert_eq!(
-            iam_error(flat),
-            ": error_code IAM.0011, error_msg \"Request body is invalid.\""
-        );
-        assert_eq!(iam_error(b"<html>bad gateway</html>"), "");
-        assert_eq!(iam_error(br#"{"error":"x"}"#), "");
     }
 }
