@@ -38,6 +38,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A pooled connection idle this long is checked before it is used.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 pub struct PgStore {
     pool: PgPool,
     up: Arc<AtomicBool>,
@@ -68,6 +71,19 @@ impl PgStore {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
+            // A connection is checked (a round trip) only when it has been
+            // idle for a while (it may have died with the database); one in
+            // steady use is not, which would double every statement's round
+            // trips (sqlx's default checks on every acquire).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < CHECK_IDLE_AFTER {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self {
             pool,
