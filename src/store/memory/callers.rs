@@ -4,41 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::records::Records;
 use crate::store::{Claimed, KeyClaim, RecordBatch, Retention, StopRecord};
 
 /// Idempotency answers kept, in bytes of answer body.
 pub const KEY_BYTES_KEPT: u64 = 64 * 1024 * 1024;
-/// Stop records kept, in bytes (as estimated by [`record_bytes`]).
-pub const RECORD_BYTES_KEPT: u64 = 32 * 1024 * 1024;
-
-/// About what a record takes in memory: its strings and the allocations
-/// around them (a single-id record comes to about 700 bytes).
-fn record_bytes(r: &StopRecord) -> u32 {
-    let strings = |v: &[String]| v.iter().map(|s| s.len() + 32).sum::<usize>();
-    let bytes = 256
-        + r.tenant.len()
-        + 2 * r.request_id.len()
-        + r.caller.len()
-        + r.project_id.len()
-        + r.batches
-            .iter()
-            .map(|b| {
-                96 + strings(&b.phone_ids)
-                    + strings(&b.upstream_request_ids)
-                    + b.entries.as_deref().map_or(0, |e| {
-                        e.iter()
-                            .map(|e| {
-                                112 + e.phone_id.len()
-                                    + e.job_id.as_ref().map_or(0, String::len)
-                                    + e.error_code.as_ref().map_or(0, String::len)
-                                    + e.error_msg.as_ref().map_or(0, String::len)
-                            })
-                            .sum()
-                    })
-            })
-            .sum::<usize>();
-    u32::try_from(bytes).unwrap_or(u32::MAX)
-}
+/// Stop records kept, in bytes (as estimated by `records::record_bytes`).
+pub const RECORD_BYTES_KEPT: usize = 32 * 1024 * 1024;
 
 /// An idempotency key in memory.
 #[derive(Clone)]
@@ -69,7 +41,7 @@ pub struct Callers {
     keys: moka::sync::Cache<(String, String), Key>,
     /// Whole records, shared with the stop that made them (a batch outcome
     /// written as it comes replaces the record with an updated copy).
-    records: moka::sync::Cache<(String, String), Arc<StopRecord>>,
+    records: Records,
     /// Serializes batch outcomes written as they come (read, copy, replace).
     progress: Mutex<()>,
 }
@@ -85,11 +57,7 @@ impl Callers {
                 })
                 .time_to_live(retention.keys)
                 .build(),
-            records: moka::sync::Cache::builder()
-                .max_capacity(RECORD_BYTES_KEPT)
-                .weigher(|_, r: &Arc<StopRecord>| record_bytes(r))
-                .time_to_live(retention.records)
-                .build(),
+            records: Records::new(RECORD_BYTES_KEPT, retention.records),
             progress: Mutex::new(()),
         }
     }
@@ -166,14 +134,12 @@ impl Callers {
     }
 
     pub fn put_record(&self, record: Arc<StopRecord>) {
-        self.records
-            .insert((record.tenant.clone(), record.request_id.clone()), record);
+        self.records.insert(record);
     }
 
     pub fn put_record_batch(&self, head: &StopRecord, batch: &RecordBatch) {
-        let id = (head.tenant.clone(), head.request_id.clone());
         let _one_at_a_time = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        let mut record = match self.records.get(&id) {
+        let mut record = match self.records.get(&head.tenant, &head.request_id) {
             Some(r) => StopRecord::clone(&r),
             None => StopRecord {
                 batches: Vec::new(),
@@ -184,12 +150,12 @@ impl Callers {
             Some(b) => *b = batch.clone(),
             None => record.batches.push(batch.clone()),
         }
-        self.records.insert(id, Arc::new(record));
+        self.records.insert(Arc::new(record));
     }
 
     pub fn record(&self, tenant: &str, request_id: &str) -> Option<StopRecord> {
         self.records
-            .get(&(tenant.to_owned(), request_id.to_owned()))
+            .get(tenant, request_id)
             .map(|r| StopRecord::clone(&r))
     }
 }

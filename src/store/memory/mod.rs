@@ -4,6 +4,7 @@
 //! keys and stop records in bounded caches (lost on restart).
 
 mod callers;
+mod records;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
