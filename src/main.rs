@@ -8,6 +8,24 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (`mimalloc.h`, v3): how long freed
+/// pages stay committed before they go back to the OS (1,000 ms by default
+/// in mimalloc 3.3).
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory goes back to the OS at once: under a flood of large
+/// bodies, a delay lets the next bodies take fresh pages while the freed
+/// ones wait, and the peak RSS grows with them. The flood test's peak RSS:
+/// 140 MiB with mimalloc's defaults, 125 MiB with no delay, 107 MiB with no
+/// delay and no huge pages (the `no_thp` feature); glibc malloc 111 MiB.
+/// Costs a `madvise` per freed run of pages.
+#[cfg(feature = "mimalloc")]
+fn tune_allocator() {
+    // SAFETY: sets one integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 use clap::{Parser, Subcommand};
 use cmd::check::CheckArgs;
 use cmd::demo::DemoArgs;
@@ -48,6 +66,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,5 +96,23 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(all(test, feature = "mimalloc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_tuned() {
+        // mimalloc's default purge delay is 1,000 ms (`options.c`), and a
+        // binary's tests do not run `main`: another option at this index
+        // would read otherwise.
+        // SAFETY: reads one integer option.
+        let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(before, 1000, "not mi_option_purge_delay");
+        tune_allocator();
+        let after = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(after, 0);
     }
 }
