@@ -245,18 +245,87 @@ fn log_benches(c: &mut Criterion) {
         .with_writer(writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        g.bench_function("request_line", |b| {
+        // A single-id stop's line as it was: a request span with its
+        // fields empty at first, recorded one by one as they became known,
+        // and entered on each of the request's polls.
+        g.bench_function("request_line_span_fields", |b| {
             b.iter(|| {
                 let span = tracing::info_span!(
                     "request",
                     request_id = "0123456789abcdef",
                     route = "/v1/cloud-phone/phones/batch-stop",
+                    method = "POST",
                     tenant = tracing::field::Empty,
+                    caller = tracing::field::Empty,
+                    project = tracing::field::Empty,
+                    ids = tracing::field::Empty,
+                    batches = tracing::field::Empty,
                     stopped = tracing::field::Empty,
+                    rejected = tracing::field::Empty,
+                    failed = tracing::field::Empty,
+                    unknown = tracing::field::Empty,
+                    upstream_calls = tracing::field::Empty,
+                    upstream_failed = tracing::field::Empty,
+                    upstream_max_ms = tracing::field::Empty,
                 );
+                for _ in 0..4 {
+                    let _e = span.enter();
+                }
+                span.record("caller", "billing-service");
                 span.record("tenant", "acme");
-                span.record("stopped", 1u64);
+                span.record("project", "0a1b2c3d4e5f60718293a4b5c6d7e8f9");
+                span.record("ids", 1usize);
+                span.record("batches", 1usize);
+                span.record("upstream_calls", 1u32);
+                span.record("upstream_failed", 0u32);
+                span.record("upstream_max_ms", 0.8f64);
+                for (k, n) in [
+                    ("stopped", 1u64),
+                    ("rejected", 0),
+                    ("failed", 0),
+                    ("unknown", 0),
+                ] {
+                    span.record(k, n);
+                }
                 tracing::info!(parent: &span, status = 200u16, latency_ms = 1.25f64, "request");
+            })
+        });
+        // The line now: a span with the three fields known at the start,
+        // the rest noted into the request's log and written on the event.
+        g.bench_function("request_line", |b| {
+            use cph_gateway::domain::{ProjectId, TenantId};
+            use cph_gateway::telemetry::request_log::{RequestLog, write_line};
+            let tenant = TenantId::parse("acme").unwrap();
+            let project = ProjectId::parse("0a1b2c3d4e5f60718293a4b5c6d7e8f9").unwrap();
+            b.iter(|| {
+                let span = tracing::info_span!(
+                    "request",
+                    request_id = "0123456789abcdef",
+                    route = "/v1/cloud-phone/phones/batch-stop",
+                    method = "POST",
+                );
+                for _ in 0..4 {
+                    let _e = span.enter();
+                }
+                let log = std::sync::Arc::new(RequestLog::default());
+                log.note(|f| f.caller = Some("billing-service".into()));
+                log.note(|f| f.tenant = Some(tenant.clone()));
+                log.note(|f| f.project = Some(project.clone()));
+                log.note(|f| {
+                    f.ids = Some(1);
+                    f.batches = Some(1);
+                });
+                log.note(|f| {
+                    f.upstream_calls = Some(1);
+                    f.upstream_failed = Some(0);
+                    f.upstream_max_ms = Some(0.8);
+                });
+                log.note(|f| {
+                    [f.stopped, f.rejected, f.failed, f.unknown] =
+                        [Some(1), Some(0), Some(0), Some(0)];
+                });
+                let _e = span.enter();
+                write_line(200, 1.25, &log.fields(), false);
             })
         });
     });

@@ -137,7 +137,7 @@ impl Fanout {
         let mut running = futures_util::stream::iter((0..plan.batch_count()).filter(wanted))
             .map(|index| {
                 let ids = plan.batch(index);
-                let span = tracing::info_span!("batch", index, size = ids.len());
+                let span = tracing::debug_span!("batch", index, size = ids.len());
                 let slot = &slot;
                 let call = BatchCall {
                     project,
@@ -180,9 +180,10 @@ impl Fanout {
         if Instant::now() >= deadline {
             return Attempt::NotSent;
         }
-        // One span per upstream call; the client records status, latency
-        // and CPH's request id on it.
-        let call_span = tracing::info_span!(
+        // One span per upstream call (at debug: a healthy stop's calls are
+        // summed up on its request line); the client records status,
+        // latency and CPH's request id on it.
+        let call_span = tracing::debug_span!(
             "upstream_call",
             attempt,
             status = tracing::field::Empty,

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::domain::{ApiError, Code, RequestId, TenantId};
 use crate::store::{Claimed, KeyClaim, StopRecord, Store};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, request_log};
 use crate::tenants::Project;
 use crate::upstream::Upstream;
 use fanout::{BatchResult, CallSummary, Fanout};
@@ -207,9 +207,10 @@ impl Stops {
             ..
         } = call;
         let request_id = progress.unwrap_or(&call.request_id);
-        let span = tracing::Span::current();
-        span.record("ids", plan.ids().len());
-        span.record("batches", plan.batch_count());
+        request_log::note(|f| {
+            f.ids = Some(plan.ids().len());
+            f.batches = Some(plan.batch_count());
+        });
         // Batches a resumed stop already has outcomes for.
         let known: Vec<Option<BatchOutcome>> = (0..plan.batch_count())
             .map(|i| {
@@ -253,12 +254,11 @@ impl Stops {
             )
             .await;
         drop(writes);
-        span.record("upstream_calls", calls.calls.load(Ordering::Relaxed));
-        span.record("upstream_failed", calls.failed.load(Ordering::Relaxed));
-        span.record(
-            "upstream_max_ms",
-            calls.max_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        );
+        request_log::note(|f| {
+            f.upstream_calls = Some(calls.calls.load(Ordering::Relaxed));
+            f.upstream_failed = Some(calls.failed.load(Ordering::Relaxed));
+            f.upstream_max_ms = Some(calls.max_latency_us.load(Ordering::Relaxed) as f64 / 1000.0);
+        });
         let mut upstream_ids: Vec<Vec<String>> = Vec::with_capacity(plan.batch_count());
         let outcomes: Vec<BatchOutcome> = results
             .into_iter()
@@ -284,12 +284,15 @@ impl Stops {
             })
             .collect();
         let merged = merge(plan, &outcomes);
-        for (outcome, n) in merged.outcome_counts() {
-            span.record(outcome.label(), n);
+        let counts = merged.outcome_counts();
+        for (outcome, n) in counts {
             if n > 0 {
                 self.metrics.phones(outcome.label(), tenant.as_str(), n);
             }
         }
+        request_log::note(|f| {
+            [f.stopped, f.rejected, f.failed, f.unknown] = counts.map(|(_, n)| Some(n));
+        });
         // The record, batch by batch, from the merged entries.
         let mut batches = Vec::with_capacity(plan.batch_count());
         let mut start = 0;

@@ -3,6 +3,7 @@
 
 mod escape;
 mod metrics;
+pub mod request_log;
 pub mod writer;
 
 pub use escape::EscapedFields;

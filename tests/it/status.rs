@@ -237,8 +237,12 @@ async fn request_log_lines_name_the_caller_and_debug_lists_the_phone_ids() {
         .iter()
         .find(|e| e["message"] == "request")
         .unwrap_or_else(|| panic!("no request line: {events:?}"));
-    assert_eq!(request["span"]["caller"], "billing-service", "{request}");
-    assert_eq!(request["span"]["tenant"], TENANT_A, "{request}");
+    assert_eq!(request["caller"], "billing-service", "{request}");
+    assert_eq!(request["tenant"], TENANT_A, "{request}");
+    assert_eq!(request["span"]["request_id"], "log-caller-1", "{request}");
+    assert_eq!(request["ids"], 3, "{request}");
+    assert_eq!(request["stopped"], 3, "{request}");
+    assert_eq!(request["upstream_calls"], 1, "{request}");
     let listed = events
         .iter()
         .find(|e| e["message"] == "phone ids of the request")

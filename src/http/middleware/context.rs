@@ -1,18 +1,28 @@
-//! The request id and the request's span: the caller's `X-Request-Id` when it
-//! is valid (else a new one), set on the request, on the task-local that
-//! errors render with, and on the response; one log line per request.
+//! The request id, the request's span, its log line and its metrics: the
+//! caller's `X-Request-Id` when it is valid (else a new one), set on the
+//! request, on the task-local that errors render with, and on the response;
+//! one log line per request with what the handler noted (see
+//! [`crate::telemetry::request_log`]); `cphgw_requests_total{route,status,
+//! tenant}`, the latency histogram and the in-flight gauge (a drop guard,
+//! so a request whose caller goes away still leaves the gauge right).
+//!
+//! One middleware rather than one per concern: each layer costs a boxed
+//! future and a poll per request.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::metrics::Unlogged;
-use crate::domain::RequestId;
+use super::metrics::{RouteName, Unlogged};
+use crate::domain::{RequestId, TenantId};
 use crate::http::error::scope_request_id;
+use crate::telemetry::Metrics;
+use crate::telemetry::request_log::{self, RequestLog};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -22,8 +32,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct RequestStarted(pub Instant);
 
 /// Outermost layer of every route.
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(metrics): State<Arc<Metrics>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
+    let _in_flight = metrics.in_flight_guard();
     let id = RequestId::from_header(
         req.headers()
             .get(REQUEST_ID_HEADER)
@@ -33,28 +48,12 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or("other", MatchedPath::as_str);
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        route,
-        method = %req.method(),
-        tenant = tracing::field::Empty,
-        caller = tracing::field::Empty,
-        project = tracing::field::Empty,
-        ids = tracing::field::Empty,
-        batches = tracing::field::Empty,
-        stopped = tracing::field::Empty,
-        rejected = tracing::field::Empty,
-        failed = tracing::field::Empty,
-        unknown = tracing::field::Empty,
-        upstream_calls = tracing::field::Empty,
-        upstream_failed = tracing::field::Empty,
-        upstream_max_ms = tracing::field::Empty,
-    );
+    let span = tracing::info_span!("request", request_id = %id, route, method = %req.method());
     req.extensions_mut().insert(id.clone());
     req.extensions_mut().insert(RequestStarted(started));
     let header = HeaderValue::from_str(id.as_str()).ok();
-    let mut resp = scope_request_id(id, next.run(req))
+    let log = Arc::new(RequestLog::default());
+    let mut resp = request_log::scope(log.clone(), scope_request_id(id, next.run(req)))
         .instrument(span.clone())
         .await;
     // A handler may name another id (a replay answers with the first
@@ -64,10 +63,18 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    let fields = log.fields();
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let name = resp
+        .extensions()
+        .get::<RouteName>()
+        .map_or("other", |r| r.0);
+    let tenant = fields.tenant.as_ref().map_or("", TenantId::as_str);
+    metrics.request(name, status, tenant, elapsed);
     if resp.extensions().get::<Unlogged>().is_none() {
-        let status = resp.status().as_u16();
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(parent: &span, status, latency_ms, "request");
+        let _entered = span.enter();
+        request_log::write_line(status, elapsed.as_secs_f64() * 1000.0, &fields, false);
     }
     resp
 }

@@ -1,20 +1,9 @@
-//! Request metrics: `cphgw_requests_total{route,status}`, the latency
-//! histogram and the in-flight gauge (a drop guard, so a request whose
-//! caller goes away still leaves the gauge right).
-//!
-//! A route's metric name travels with the route: [`named`] wraps the
+//! Route names for the request metrics (`cphgw_requests_total{route,..}`):
+//! a route's metric name travels with the route, as [`named`] wraps the
 //! route's handlers so that their answers carry a [`RouteName`].
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::MethodRouter;
-
-use crate::domain::TenantId;
-use crate::telemetry::Metrics;
 
 /// The short name of the route that answered (the `route` label).
 #[derive(Debug, Clone, Copy)]
@@ -38,33 +27,4 @@ where
             resp
         },
     ))
-}
-
-tokio::task_local! {
-    /// The request's tenant, once the handler has resolved it.
-    static TENANT: std::sync::OnceLock<TenantId>;
-}
-
-/// Notes the request's tenant (from the mapping) for its metric labels.
-pub fn note_tenant(tenant: &TenantId) {
-    let _ = TENANT.try_with(|t| t.set(tenant.clone()));
-}
-
-/// Counts and times every request, labelled with its route and tenant.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let _in_flight = metrics.in_flight_guard();
-    TENANT
-        .scope(std::sync::OnceLock::new(), async move {
-            let resp = next.run(req).await;
-            let route = resp
-                .extensions()
-                .get::<RouteName>()
-                .map_or("other", |r| r.0);
-            let tenant = TENANT.with(|t| t.get().cloned());
-            let tenant = tenant.as_ref().map_or("", TenantId::as_str);
-            metrics.request(route, resp.status().as_u16(), tenant, started.elapsed());
-            resp
-        })
-        .await
 }

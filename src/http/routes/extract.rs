@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use crate::auth::Caller;
 use crate::domain::{ApiError, Code, RequestId};
 use crate::http::state::AppState;
+use crate::telemetry::request_log;
 use crate::tenants::{Project, Tenant};
 
 /// The request id the middleware assigned.
@@ -35,7 +36,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         match app.auth.verify_header(header).await {
             Ok(caller) => {
                 // The request log line says who called (never the token).
-                tracing::Span::current().record("caller", caller.subject.as_str());
+                request_log::note(|f| f.caller = Some(caller.subject.as_str().into()));
                 Ok(Self(caller))
             }
             Err(e) => {
@@ -77,8 +78,7 @@ impl TenantContext {
                 format!("tenant {name} is not mapped to any project"),
             )
         })?;
-        tracing::Span::current().record("tenant", name.as_str());
-        crate::http::middleware::note_tenant(&name);
+        request_log::note(|f| f.tenant = Some(name.clone()));
         Ok(Self { caller, tenant })
     }
 
@@ -97,7 +97,7 @@ impl TenantContext {
                 )
             })?,
         };
-        tracing::Span::current().record("project", project.id.as_str());
+        request_log::note(|f| f.project = Some(project.id.clone()));
         Ok(project)
     }
 }

@@ -23,6 +23,7 @@ use crate::stop::merge::StopResponse;
 use crate::stop::plan::{Plan, StopRequest};
 use crate::stop::wait::{preferred_wait, waited_body};
 use crate::stop::{StopAnswer, StopCall};
+use crate::telemetry::request_log::{self, RequestLog};
 use crate::tenants::Project;
 
 /// The answers of both batch-stop routes (for the API document).
@@ -208,7 +209,7 @@ async fn stop(
         let app = app.clone();
         async move { app.stops.execute(stop).await }
     };
-    let answer = DetachOnDrop::new(stop, move |answer: Result<StopAnswer, ApiError>| {
+    let answer = DetachOnDrop::new(stop, move |answer: Result<StopAnswer, ApiError>, log| {
         let status = match &answer {
             Ok(a) => a.status,
             Err(e) => e.code.status(),
@@ -218,12 +219,8 @@ async fn stop(
         task_app
             .metrics
             .request(route, status, tenant.as_str(), elapsed);
-        tracing::info!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            caller_gone = true,
-            "request"
-        );
+        let fields = log.map(|l| l.fields()).unwrap_or_default();
+        request_log::write_line(status, elapsed.as_secs_f64() * 1000.0, &fields, true);
         drop((ids, request));
     })
     .await?;
@@ -231,29 +228,32 @@ async fn stop(
 }
 
 /// A future polled where it is awaited that, if dropped before it ends
-/// (the caller went away), goes on in a task of its own, in the span it
-/// was made in, and hands its output to `gone`. Cheaper than a task per
-/// stop: no hand-off between tasks and no wake-up for the common case.
+/// (the caller went away), goes on in a task of its own, in the span and
+/// with the request log it was made in, and hands its output and that log
+/// to `gone`. Cheaper than a task per stop: no hand-off between tasks and
+/// no wake-up for the common case.
 struct DetachOnDrop<F, G>
 where
     F: Future + Send + 'static,
-    G: FnOnce(F::Output) + Send + 'static,
+    G: FnOnce(F::Output, Option<Arc<RequestLog>>) + Send + 'static,
 {
     fut: Option<Pin<Box<F>>>,
     gone: Option<G>,
     span: tracing::Span,
+    log: Option<Arc<RequestLog>>,
 }
 
 impl<F, G> DetachOnDrop<F, G>
 where
     F: Future + Send + 'static,
-    G: FnOnce(F::Output) + Send + 'static,
+    G: FnOnce(F::Output, Option<Arc<RequestLog>>) + Send + 'static,
 {
     fn new(fut: F, gone: G) -> Self {
         Self {
             fut: Some(Box::pin(fut)),
             gone: Some(gone),
             span: tracing::Span::current(),
+            log: request_log::current(),
         }
     }
 }
@@ -261,7 +261,7 @@ where
 impl<F, G> Future for DetachOnDrop<F, G>
 where
     F: Future + Send + 'static,
-    G: FnOnce(F::Output) + Send + 'static + Unpin,
+    G: FnOnce(F::Output, Option<Arc<RequestLog>>) + Send + 'static + Unpin,
 {
     type Output = F::Output;
 
@@ -278,15 +278,26 @@ where
 impl<F, G> Drop for DetachOnDrop<F, G>
 where
     F: Future + Send + 'static,
-    G: FnOnce(F::Output) + Send + 'static,
+    G: FnOnce(F::Output, Option<Arc<RequestLog>>) + Send + 'static,
 {
     fn drop(&mut self) {
         let (Some(fut), Some(gone)) = (self.fut.take(), self.gone.take()) else {
             return;
         };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { gone(fut.await) }.instrument(self.span.clone()));
-        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let log = self.log.take();
+        let task = async move {
+            match log {
+                Some(log) => {
+                    let out = request_log::scope(log.clone(), fut).await;
+                    gone(out, Some(log));
+                }
+                None => gone(fut.await, None),
+            }
+        };
+        runtime.spawn(task.instrument(self.span.clone()));
     }
 }
 
