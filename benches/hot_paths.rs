@@ -230,6 +230,33 @@ fn jwt_benches(c: &mut Criterion) {
     g.finish();
 }
 
+fn upstream_benches(c: &mut Criterion) {
+    use cph_gateway::domain::PhoneId;
+    #[derive(serde::Serialize)]
+    struct StopBody<'a> {
+        phone_ids: &'a [PhoneId],
+    }
+    let ids: Vec<PhoneId> = (0..100)
+        .map(|i| PhoneId::parse(&format!("0a1b2c3d{i:024x}")).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("upstream");
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    // A batch-stop body of 100 ids, through serde_json (as before) and
+    // written straight (now).
+    g.bench_function("stop_body_100_serde", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&StopBody {
+                phone_ids: black_box(&ids),
+            })
+            .unwrap()
+        })
+    });
+    g.bench_function("stop_body_100", |b| {
+        b.iter(|| cph_gateway::upstream::cph::stop_body(black_box(&ids)))
+    });
+    g.finish();
+}
+
 fn log_benches(c: &mut Criterion) {
     use std::io::Write;
     use tracing_subscriber::fmt::MakeWriter;
@@ -338,6 +365,7 @@ criterion_group!(
     plan_benches,
     merge_benches,
     jwt_benches,
+    upstream_benches,
     log_benches
 );
 criterion_main!(benches);
