@@ -139,6 +139,19 @@ fn merge_benches(c: &mut Criterion) {
             serde_json::to_vec(&resp).unwrap().len()
         })
     });
+    // The same, written by `StopResponse::to_json` (what the handler does).
+    g.bench_function("jobs_10k_written", |b| {
+        b.iter(|| {
+            let merged = merge(black_box(&plan), black_box(&jobs));
+            let resp = StopResponse {
+                request_id: "0123456789abcdef0123456789abcdef",
+                error_code: None,
+                error_msg: None,
+                jobs: merged.jobs,
+            };
+            resp.to_json().len()
+        })
+    });
     g.finish();
 }
 

@@ -325,13 +325,13 @@ impl Stops {
                 )),
             ),
         };
-        let body = serde_json::to_vec(&StopResponse {
+        let body = StopResponse {
             request_id: request_id.as_str(),
             error_code,
             error_msg,
             jobs: merged.jobs,
-        })
-        .unwrap_or_default();
+        }
+        .to_json();
         if let Some(writer) = writer {
             // The last outcomes are written before the record is replaced
             // whole (with the key's answer).
