@@ -219,6 +219,10 @@ impl fmt::Display for RequestId {
 
 /// Shortens untrusted text before it is echoed in an error message.
 pub fn truncate(s: &str, max: usize) -> &str {
+    // No more bytes than `max`, so no more characters: nothing to count.
+    if s.len() <= max {
+        return s;
+    }
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -228,6 +232,16 @@ pub fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_counts_characters_not_bytes() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "abc");
+        assert_eq!(truncate("ééé", 2), "éé");
+        assert_eq!(truncate("éé", 3), "éé");
+        assert_eq!(truncate("", 0), "");
+        assert_eq!(truncate("a", 0), "");
+    }
 
     #[test]
     fn ids() {
