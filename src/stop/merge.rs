@@ -343,7 +343,12 @@ impl StopResponse<'_> {
 /// `s` as a JSON string: copied whole between quotes when nothing in it
 /// needs escaping, else escaped by serde_json.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Every byte looked at, without an early exit, so that the check runs
+    // on many bytes at a time.
+    let escapes = s.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escapes {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
