@@ -714,6 +714,10 @@ async fn the_schema_refuses_rows_the_gateway_would_refuse_and_migrations_race_sa
         "BEGIN; INSERT INTO cphgw_tenants VALUES ('z', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 1); INSERT INTO cphgw_tenant_projects VALUES ('z', 0, '0a1b2c3d4e5f60718293a4b5c6d7e8f9', 'CN EAST', 'default'); COMMIT;",
         // An unknown audit action.
         "INSERT INTO cphgw_audit (who, action) VALUES ('me', 'drop')",
+        // A stop record and a key whose tenant or project cannot be one.
+        "INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at) VALUES (repeat('t', 65), 'r', 'c', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', now(), now())",
+        "INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at) VALUES ('t', 'r', 'c', 'zz', now(), now())",
+        "INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, lease_until, expires_at) VALUES ('', 'k', repeat('f', 64), 'r', now(), now())",
     ];
     for sql in refused {
         let result = sqlx::raw_sql(sql).execute(&mut conn).await;
