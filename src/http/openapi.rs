@@ -8,8 +8,9 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorJson;
 use super::routes::status::{CredentialState, JwksState, Status, StoreState, TenantsState};
 use super::routes::{admin, jobs, status, stop, stops};
-use crate::stop::merge::{JobEntry, StopResponse};
+use crate::stop::merge::JobEntry;
 use crate::stop::plan::StopRequest;
+use crate::stop::response::StopResponse;
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
 
 #[derive(OpenApi)]

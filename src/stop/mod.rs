@@ -1,5 +1,6 @@
 //! A stop, step by step: [`plan`] (parse, validate, dedupe, split),
-//! [`fanout`] (the batches against CPH), [`merge`] (one entry per phone),
+//! [`fanout`] (the batches against CPH), [`merge`] (one entry per phone,
+//! answered as [`response`]),
 //! [`record`] (what the stop did, kept for the caller), [`wait`] (following
 //! the jobs to their end); [`idempotency`] makes a retried stop safe.
 
@@ -10,6 +11,7 @@ mod keeping;
 pub mod merge;
 pub mod plan;
 pub mod record;
+pub mod response;
 pub mod split;
 pub mod wait;
 
@@ -29,8 +31,9 @@ use crate::tenants::Project;
 use crate::upstream::Upstream;
 use fanout::{BatchResult, CallSummary, Fanout};
 use idempotency::{IdempotencyKey, fingerprint};
-use merge::{BatchOutcome, StopResponse, merge, merge_batch};
+use merge::{BatchOutcome, merge, merge_batch};
 use plan::Plan;
+use response::StopResponse;
 use wait::Tracker;
 
 /// One stop to run.
