@@ -15,7 +15,7 @@ use crate::domain::{ProjectId, TenantId};
 
 /// The fields of one request's log line (all optional: a request refused
 /// early has few).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Fields {
     pub caller: Option<Box<str>>,
     pub tenant: Option<TenantId>,
@@ -42,12 +42,10 @@ impl RequestLog {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    /// The fields as they are now.
-    pub fn fields(&self) -> Fields {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The fields noted, taken for the request's line (once its work is
+    /// over).
+    pub fn take(&self) -> Fields {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -75,35 +73,21 @@ pub fn note(f: impl FnOnce(&mut Fields)) {
 /// `status`, `latency_ms`, the fields noted, and `caller_gone=true` for a
 /// stop that ended after its caller left.
 pub fn write_line(status: u16, latency_ms: f64, fields: &Fields, caller_gone: bool) {
-    let Fields {
-        caller,
-        tenant,
-        project,
-        ids,
-        batches,
-        stopped,
-        rejected,
-        failed,
-        unknown,
-        upstream_calls,
-        upstream_failed,
-        upstream_max_ms,
-    } = fields;
     tracing::info!(
         status,
         latency_ms,
-        caller = caller.as_deref(),
-        tenant = tenant.as_ref().map(TenantId::as_str),
-        project = project.as_ref().map(ProjectId::as_str),
-        ids,
-        batches,
-        stopped,
-        rejected,
-        failed,
-        unknown,
-        upstream_calls,
-        upstream_failed,
-        upstream_max_ms,
+        caller = fields.caller.as_deref(),
+        tenant = fields.tenant.as_ref().map(TenantId::as_str),
+        project = fields.project.as_ref().map(ProjectId::as_str),
+        ids = fields.ids,
+        batches = fields.batches,
+        stopped = fields.stopped,
+        rejected = fields.rejected,
+        failed = fields.failed,
+        unknown = fields.unknown,
+        upstream_calls = fields.upstream_calls,
+        upstream_failed = fields.upstream_failed,
+        upstream_max_ms = fields.upstream_max_ms,
         caller_gone = caller_gone.then_some(true),
         "request"
     );

@@ -63,7 +63,7 @@ pub async fn request_context(
     {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    let fields = log.fields();
+    let fields = log.take();
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     let name = resp

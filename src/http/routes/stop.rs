@@ -219,7 +219,7 @@ async fn stop(
         task_app
             .metrics
             .request(route, status, tenant.as_str(), elapsed);
-        let fields = log.map(|l| l.fields()).unwrap_or_default();
+        let fields = log.map(|l| l.take()).unwrap_or_default();
         request_log::write_line(status, elapsed.as_secs_f64() * 1000.0, &fields, true);
         drop((ids, request));
     })
@@ -289,13 +289,11 @@ where
         };
         let log = self.log.take();
         let task = async move {
-            match log {
-                Some(log) => {
-                    let out = request_log::scope(log.clone(), fut).await;
-                    gone(out, Some(log));
-                }
-                None => gone(fut.await, None),
-            }
+            let out = match &log {
+                Some(log) => request_log::scope(log.clone(), fut).await,
+                None => fut.await,
+            };
+            gone(out, log);
         };
         runtime.spawn(task.instrument(self.span.clone()));
     }
