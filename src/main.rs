@@ -4,6 +4,14 @@ mod cmd;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use cmd::check::CheckArgs;
+use cmd::demo::DemoArgs;
+use cmd::serve::ConfigArg;
+use cmd::sim::SimArgs;
+use cmd::store::TenantsArgs;
+use cmd::token::TokenArgs;
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,14 +43,6 @@ fn tune_allocator() {
     // SAFETY: sets one integer option; mimalloc reads options atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
 }
-
-use clap::{Parser, Subcommand};
-use cmd::check::CheckArgs;
-use cmd::demo::DemoArgs;
-use cmd::serve::ConfigArg;
-use cmd::sim::SimArgs;
-use cmd::store::TenantsArgs;
-use cmd::token::TokenArgs;
 
 /// Stop Huawei Cloud Phones (CPH) in batches on behalf of internal services.
 ///
