@@ -2,7 +2,8 @@
 //!
 //! - `plan/*`: parsing and validating a 10,000-id body into a [`Plan`];
 //! - `merge/*`: merging 100 batch outcomes into one entry per id (and the
-//!   response's serialization, and the per-outcome phone counts of the metrics);
+//!   response's serialization, the stop's record, and the per-outcome phone
+//!   counts of the metrics);
 //! - `jwt/*`: caller JWT verification for HS256, RS256 and ES256, cold (the
 //!   verified-token cache disabled: every call checks the signature and
 //!   claims) and cached (the same token again: SHA-256 and a cache hit);
@@ -22,6 +23,7 @@ use cph_gateway::domain::Code;
 use cph_gateway::stop::fanout::answers;
 use cph_gateway::stop::merge::{BatchOutcome, merge};
 use cph_gateway::stop::plan::Plan;
+use cph_gateway::stop::record;
 use cph_gateway::stop::response::StopResponse;
 use cph_gateway::telemetry::Metrics;
 use cph_gateway::upstream::cph::UpstreamJob;
@@ -46,7 +48,7 @@ fn ids(n: usize) -> Vec<String> {
 fn plan_benches(c: &mut Criterion) {
     let ids = ids(IDS);
     let body = serde_json::to_vec(&json!({ "phone_ids": ids })).unwrap();
-    let boxed: Vec<Box<str>> = ids.iter().map(|s| s.as_str().into()).collect();
+    let shared: Vec<std::sync::Arc<str>> = ids.iter().map(|s| s.as_str().into()).collect();
 
     let mut g = c.benchmark_group("plan");
     g.throughput(Throughput::Elements(IDS as u64));
@@ -55,7 +57,7 @@ fn plan_benches(c: &mut Criterion) {
     });
     g.bench_function("new_10k", |b| {
         b.iter_batched(
-            || boxed.clone(),
+            || shared.clone(),
             |v| Plan::new(v, BATCH).unwrap(),
             BatchSize::LargeInput,
         )
@@ -125,6 +127,23 @@ fn merge_benches(c: &mut Criterion) {
                 }
             }
             merged.jobs.len()
+        })
+    });
+    // The stop's record after the merge: each batch's ids and entries
+    // (what `Stops::run` keeps), made and dropped.
+    g.bench_function("jobs_10k_recorded", |b| {
+        b.iter(|| {
+            let merged = merge(black_box(&plan), black_box(&jobs));
+            let mut start = 0;
+            let batches: Vec<_> = (0..plan.batch_count())
+                .map(|i| {
+                    let len = plan.batch(i).len();
+                    let entries = &merged.jobs[start..start + len];
+                    start += len;
+                    record::answered(i, &plan, Vec::new(), entries)
+                })
+                .collect();
+            batches.len()
         })
     });
     // The response after the merge: through serde_json (as it was), and

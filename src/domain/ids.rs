@@ -19,19 +19,24 @@ pub fn is_valid_id(s: &str) -> bool {
 /// A phone id as callers and CPH spell it: 1-64 characters of `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct PhoneId(Box<str>);
+pub struct PhoneId(Arc<str>);
 
 impl PhoneId {
     /// `None` unless `s` follows the id rule.
     pub fn parse(s: &str) -> Option<Self> {
         is_valid_id(s).then(|| Self(s.into()))
     }
-    /// Takes an owned string that follows the id rule without copying it.
-    pub fn parse_owned(s: Box<str>) -> Result<Self, Box<str>> {
+    /// Takes a shared string that follows the id rule without copying it.
+    pub fn parse_owned(s: Arc<str>) -> Result<Self, Arc<str>> {
         if is_valid_id(&s) { Ok(Self(s)) } else { Err(s) }
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// The id as a shared string: the stop's record keeps its phones
+    /// without a copy of each id.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 

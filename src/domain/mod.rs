@@ -3,6 +3,8 @@
 
 mod error;
 mod ids;
+mod shared;
 
 pub use error::{ApiError, Code};
 pub use ids::{JobId, PhoneId, ProjectId, Region, RequestId, TenantId, is_valid_id, truncate};
+pub use shared::{SharedStr, shared_opt};

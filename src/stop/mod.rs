@@ -221,7 +221,7 @@ impl Stops {
                 let same = b
                     .phone_ids
                     .iter()
-                    .map(String::as_str)
+                    .map(|id| &**id)
                     .eq(plan.batch(i).iter().map(|p| p.as_str()));
                 if same { record::outcome_of(b) } else { None }
             })

@@ -4,10 +4,11 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::domain::{ApiError, Code, PhoneId, is_valid_id, truncate};
+use crate::domain::{ApiError, Code, PhoneId, SharedStr, is_valid_id, truncate};
 
 /// Distinct, valid phone ids in order of first appearance, split in batches.
 #[derive(Debug, Clone)]
@@ -43,7 +44,7 @@ impl Plan {
     }
 
     /// Validates ids and drops duplicates (first appearance wins).
-    pub fn new(ids: Vec<Box<str>>, batch_size: usize) -> Result<Self, ApiError> {
+    pub fn new(ids: Vec<Arc<str>>, batch_size: usize) -> Result<Self, ApiError> {
         if ids.is_empty() {
             return Err(ApiError::new(
                 Code::InvalidBody,
@@ -92,7 +93,7 @@ impl Plan {
 
 /// Parses the body with a bound on the number of ids: a list over `max_ids`
 /// is refused as soon as the parser meets id number `max_ids + 1`.
-pub fn parse_phone_ids(body: &[u8], max_ids: usize) -> Result<Vec<Box<str>>, ApiError> {
+pub fn parse_phone_ids(body: &[u8], max_ids: usize) -> Result<Vec<Arc<str>>, ApiError> {
     let too_many = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = BodySeed {
@@ -133,14 +134,14 @@ struct BodySeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
-    type Value = Option<Vec<Box<str>>>;
+    type Value = Option<Vec<Arc<str>>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for BodySeed<'_> {
-    type Value = Option<Vec<Box<str>>>;
+    type Value = Option<Vec<Arc<str>>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object with phone_ids")
     }
@@ -169,25 +170,25 @@ struct IdsSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for IdsSeed<'_> {
-    type Value = Vec<Box<str>>;
+    type Value = Vec<Arc<str>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for IdsSeed<'_> {
-    type Value = Vec<Box<str>>;
+    type Value = Vec<Arc<str>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("phone_ids as an array of strings")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_ids));
-        while let Some(id) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+        while let Some(SharedStr(id)) = seq.next_element()? {
             if ids.len() == self.max_ids {
                 self.too_many.set(true);
                 return Err(de::Error::custom("too many phone ids"));
             }
-            ids.push(id.into());
+            ids.push(id);
         }
         Ok(ids)
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::merge::{BatchOutcome, JobEntry, Outcome, PhoneAnswer, PhoneResult};
 use super::plan::Plan;
 use super::wait::JobState;
-use crate::domain::{Code, JobId};
+use crate::domain::{Code, JobId, PhoneId};
 use crate::store::{RecordBatch, RecordEntry, StopRecord};
 
 /// Message of a phone whose batch has no recorded outcome (yet).
@@ -23,7 +23,7 @@ pub fn planned(plan: &Plan) -> Vec<RecordBatch> {
         .enumerate()
         .map(|(i, ids)| RecordBatch {
             index: i as u32,
-            phone_ids: ids.iter().map(|id| id.as_str().to_owned()).collect(),
+            phone_ids: ids.iter().map(PhoneId::shared).collect(),
             upstream_request_ids: Vec::new(),
             entries: None,
         })
@@ -37,21 +37,20 @@ pub fn answered(
     upstream_request_ids: Vec<String>,
     entries: &[JobEntry<'_>],
 ) -> RecordBatch {
+    let ids = plan.batch(index);
+    debug_assert_eq!(ids.len(), entries.len(), "one entry per id of the batch");
     RecordBatch {
         index: index as u32,
-        phone_ids: plan
-            .batch(index)
-            .iter()
-            .map(|id| id.as_str().to_owned())
-            .collect(),
+        phone_ids: ids.iter().map(PhoneId::shared).collect(),
         upstream_request_ids,
-        entries: Some(entries.iter().map(entry).collect()),
+        entries: Some(ids.iter().zip(entries).map(entry).collect()),
     }
 }
 
-fn entry(e: &JobEntry<'_>) -> RecordEntry {
+/// A batch's entry for the record; `id` is the planned id `e` answers.
+fn entry((id, e): (&PhoneId, &JobEntry<'_>)) -> RecordEntry {
     RecordEntry {
-        phone_id: e.phone_id.to_owned(),
+        phone_id: id.shared(),
         job_id: e.job_id.map(str::to_owned),
         error_code: e.error_code.map(str::to_owned),
         error_msg: e.error_msg.map(str::to_owned),
@@ -67,7 +66,7 @@ pub fn outcome_of(batch: &RecordBatch) -> Option<BatchOutcome> {
         entries
             .iter()
             .map(|e| PhoneAnswer {
-                phone_id: e.phone_id.clone(),
+                phone_id: e.phone_id.to_string(),
                 result: match e.job_id.clone().and_then(JobId::from_upstream) {
                     Some(job) => PhoneResult::Job(job),
                     None => PhoneResult::Error {

@@ -164,7 +164,8 @@ pub enum Claimed {
 /// One phone's entry in a stop record: what its caller was answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RecordEntry {
-    pub phone_id: String,
+    /// Shared with the stop's plan (no copy per phone).
+    pub phone_id: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,7 +181,8 @@ pub struct RecordEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatch {
     pub index: u32,
-    pub phone_ids: Vec<String>,
+    /// Shared with the stop's plan (no copy per phone).
+    pub phone_ids: Vec<Arc<str>>,
     /// CPH's `request_id`s of the batch-stop answers (what the job list
     /// takes): one, or several when a refused batch was split.
     pub upstream_request_ids: Vec<String>,

@@ -167,7 +167,7 @@ fn case() -> impl Strategy<Value = Case> {
     )
         .prop_flat_map(|(ids, batch_size)| {
             let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-            let plan = Plan::new(boxed(&ids), batch_size).expect("valid ids");
+            let plan = Plan::new(shared(&ids), batch_size).expect("valid ids");
             let specs: Vec<_> = plan
                 .batches()
                 .map(|b| spec(b.iter().map(|s| s.to_string()).collect()))
@@ -181,7 +181,7 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-fn boxed(ids: &[String]) -> Vec<Box<str>> {
+fn shared(ids: &[String]) -> Vec<std::sync::Arc<str>> {
     ids.iter().map(|s| s.as_str().into()).collect()
 }
 
@@ -198,7 +198,7 @@ proptest! {
     fn plan_dedupes_and_batches(ids in proptest::collection::vec(select(ALPHABET), 1..300),
                                 batch_size in 1usize..50) {
         let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-        let plan = Plan::new(boxed(&ids), batch_size).unwrap();
+        let plan = Plan::new(shared(&ids), batch_size).unwrap();
         let want = distinct(&ids);
         let got: Vec<String> = plan.ids().iter().map(|s| s.to_string()).collect();
         prop_assert_eq!(&got, &want);
@@ -214,7 +214,7 @@ proptest! {
 
     #[test]
     fn merge_accounts_for_every_id(case in case()) {
-        let plan = Plan::new(boxed(&case.ids), case.batch_size).unwrap();
+        let plan = Plan::new(shared(&case.ids), case.batch_size).unwrap();
         let outcomes: Vec<BatchOutcome> = case.specs.iter().map(Spec::outcome).collect();
         prop_assert_eq!(outcomes.len(), plan.batch_count());
         let merged = merge(&plan, &outcomes);

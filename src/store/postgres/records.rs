@@ -58,7 +58,7 @@ impl<'a> StoredBatch<'a> {
     fn of(b: &'a RecordBatch) -> Self {
         Self {
             index: b.index,
-            phone_ids: b.phone_ids.iter().map(|s| s.as_str().into()).collect(),
+            phone_ids: b.phone_ids.iter().map(|s| Cow::Borrowed(&**s)).collect(),
             upstream_request_ids: b
                 .upstream_request_ids
                 .iter()
@@ -242,7 +242,11 @@ pub(super) async fn record(
             let entries: Option<Json<Vec<RecordEntry>>> = row.try_get(3)?;
             Ok(RecordBatch {
                 index: u32::try_from(index).unwrap_or(0),
-                phone_ids: row.try_get(1)?,
+                phone_ids: row
+                    .try_get::<Vec<String>, _>(1)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
                 upstream_request_ids: row.try_get(2)?,
                 entries: entries.map(|j| j.0),
             })
