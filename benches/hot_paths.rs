@@ -80,7 +80,7 @@ fn merge_benches(c: &mut Criterion) {
                 .enumerate()
                 .map(|(i, id)| UpstreamJob {
                     phone_id: id.to_string(),
-                    job_id: Some(format!("{:032x}", b * BATCH + i)),
+                    job_id: Some(format!("{:032x}", b * BATCH + i).into()),
                     error_code: None,
                     error_msg: None,
                 })

@@ -63,7 +63,7 @@ impl fmt::Display for PhoneId {
 /// from CPH it is any non-empty string of at most 128 visible characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
-pub struct JobId(Box<str>);
+pub struct JobId(Arc<str>);
 
 impl JobId {
     /// A job id named by a caller: the id rule.
@@ -72,12 +72,16 @@ impl JobId {
     }
     /// A job id named by CPH: non-empty, at most 128 characters, no
     /// control characters. An empty `job_id` is no job.
-    pub fn from_upstream(s: String) -> Option<Self> {
+    pub fn from_upstream(s: Arc<str>) -> Option<Self> {
         let ok = !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
-        ok.then(|| Self(s.into_boxed_str()))
+        ok.then(|| Self(s))
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// The id as a shared string (the stop's record keeps it uncopied).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 
@@ -297,8 +301,8 @@ mod tests {
         assert!(PhoneId::parse_owned("".into()).is_err());
         assert!(JobId::parse("job-1").is_some());
         assert!(JobId::parse("job/1").is_none());
-        assert!(JobId::from_upstream(String::new()).is_none());
-        assert!(JobId::from_upstream("x".repeat(129)).is_none());
+        assert!(JobId::from_upstream("".into()).is_none());
+        assert!(JobId::from_upstream("x".repeat(129).into()).is_none());
         assert!(JobId::from_upstream("a:b.c".into()).is_some());
     }
 

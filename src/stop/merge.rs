@@ -130,7 +130,8 @@ impl BatchOutcome {
 pub struct JobEntry<'a> {
     pub phone_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
+    pub job_id: Option<&'a JobId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,7 +205,7 @@ fn push_entries<'a>(jobs: &mut Vec<JobEntry<'a>>, batch: &'a [PhoneId], outcome:
             jobs.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
                 Some(PhoneResult::Job(job)) => JobEntry {
                     phone_id: id,
-                    job_id: Some(job.as_str()),
+                    job_id: Some(job),
                     error_code: None,
                     error_msg: None,
                     outcome: Outcome::Stopped,
@@ -344,7 +345,13 @@ mod tests {
         let got: Vec<(&str, Option<&str>, Outcome)> = m
             .jobs
             .iter()
-            .map(|e| (e.phone_id, e.job_id.or(e.error_code), e.outcome))
+            .map(|e| {
+                (
+                    e.phone_id,
+                    e.job_id.map(JobId::as_str).or(e.error_code),
+                    e.outcome,
+                )
+            })
             .collect();
         assert_eq!(
             got,

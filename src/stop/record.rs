@@ -51,7 +51,7 @@ pub fn answered(
 fn entry((id, e): (&PhoneId, &JobEntry<'_>)) -> RecordEntry {
     RecordEntry {
         phone_id: id.shared(),
-        job_id: e.job_id.map(str::to_owned),
+        job_id: e.job_id.map(JobId::shared),
         error_code: e.error_code.map(str::to_owned),
         error_msg: e.error_msg.map(str::to_owned),
         unknown: e.outcome == Outcome::Unknown,
@@ -131,7 +131,7 @@ fn render(
     match &e.job_id {
         Some(job) => {
             let state = states
-                .and_then(|s| s.get(job))
+                .and_then(|s| s.get(&**job))
                 .cloned()
                 .unwrap_or(JobState::Running);
             match &state {

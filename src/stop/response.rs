@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::merge::JobEntry;
-use crate::domain::Code;
+use crate::domain::{Code, JobId};
 
 /// The answer to a batch-stop: one entry per distinct requested phone id, in
 /// order of first appearance. `error_code`/`error_msg` at the top level only
@@ -32,7 +32,7 @@ impl StopResponse<'_> {
             .iter()
             .map(|e| {
                 e.phone_id.len()
-                    + e.job_id.map_or(0, str::len)
+                    + e.job_id.map_or(0, |j| j.as_str().len())
                     + e.error_code.map_or(0, str::len)
                     + e.error_msg.map_or(0, str::len)
             })
@@ -56,7 +56,7 @@ impl StopResponse<'_> {
             out.extend_from_slice(b"{\"phone_id\":");
             json_str(&mut out, e.phone_id);
             for (name, value) in [
-                (&b",\"job_id\":"[..], e.job_id),
+                (&b",\"job_id\":"[..], e.job_id.map(JobId::as_str)),
                 (b",\"error_code\":", e.error_code),
                 (b",\"error_msg\":", e.error_msg),
             ] {
@@ -101,7 +101,7 @@ mod tests {
             entries in proptest::collection::vec(
                 (
                     "[A-Za-z0-9_-]{1,64}",
-                    proptest::option::of(".{0,40}"),
+                    proptest::option::of("(.|\"|\\\\){0,40}"),
                     proptest::option::of("[A-Z.0-9]{0,12}"),
                     proptest::option::of("(.|\"|\\\\|\n|\u{1}|é){0,40}"),
                 ),
@@ -110,11 +110,18 @@ mod tests {
             request_id in "(.|\"){1,40}",
             failed in proptest::bool::ANY,
         ) {
+            // CPH's job ids: anything but empty, long or control
+            // characters.
+            let job_ids: Vec<Option<JobId>> = entries
+                .iter()
+                .map(|(_, job, ..)| JobId::from_upstream(job.as_deref()?.into()))
+                .collect();
             let jobs: Vec<JobEntry> = entries
                 .iter()
-                .map(|(phone, job, code, msg)| JobEntry {
+                .zip(&job_ids)
+                .map(|((phone, _, code, msg), job)| JobEntry {
                     phone_id: phone,
-                    job_id: job.as_deref(),
+                    job_id: job.as_ref(),
                     error_code: code.as_deref(),
                     error_msg: msg.as_deref(),
                     outcome: Outcome::Unknown,

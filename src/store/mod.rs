@@ -166,8 +166,9 @@ pub enum Claimed {
 pub struct RecordEntry {
     /// Shared with the stop's plan (no copy per phone).
     pub phone_id: Arc<str>,
+    /// Shared with the stop's answer (no copy per phone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
+    pub job_id: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

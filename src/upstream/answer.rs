@@ -3,6 +3,7 @@
 //! the answer shapes, and the limits an answer is read within (its legitimate
 //! size is known: a batch's jobs take room in proportion to its phones).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,8 +17,13 @@ use super::http::{describe, status_label};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct UpstreamJob {
     pub phone_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
+    /// Shared with the stop's record (read in one allocation).
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::shared_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub job_id: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

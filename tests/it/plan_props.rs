@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cph_gateway::domain::Code;
+use cph_gateway::domain::{Code, JobId};
 use cph_gateway::stop::fanout::answers;
 use cph_gateway::stop::merge::{BatchOutcome, merge};
 use cph_gateway::stop::plan::Plan;
@@ -98,7 +98,7 @@ fn entry(id: &str, answer: Answer) -> Option<UpstreamJob> {
     };
     match answer {
         Answer::Missing => return None,
-        Answer::Job(n) => e.job_id = Some(format!("job-{id}-{n}")),
+        Answer::Job(n) => e.job_id = Some(format!("job-{id}-{n}").into()),
         Answer::Error(i) => {
             e.error_code = Some(UPSTREAM_CODES[i].to_owned());
             e.error_msg = Some(format!("upstream says no to {id}"));
@@ -239,7 +239,7 @@ proptest! {
                         let mine = upstream.iter().find(|j| j.phone_id == **id);
                         match mine {
                             Some(j) if j.job_id.is_some() => {
-                                prop_assert_eq!(e.job_id, j.job_id.as_deref());
+                                prop_assert_eq!(e.job_id.map(JobId::as_str), j.job_id.as_deref());
                                 prop_assert_eq!(e.error_code, None);
                             }
                             Some(j) if j.error_code.is_some() => {
@@ -278,7 +278,7 @@ proptest! {
             .collect();
         for e in &merged.jobs {
             if let Some(job) = e.job_id {
-                prop_assert_eq!(issued.get(job).copied(), Some(e.phone_id));
+                prop_assert_eq!(issued.get(job.as_str()).copied(), Some(e.phone_id));
             }
         }
 

@@ -31,7 +31,7 @@ pub fn record_bytes(r: &StopRecord) -> usize {
                         e.iter()
                             .map(|e| {
                                 112 + e.phone_id.len()
-                                    + e.job_id.as_ref().map_or(0, String::len)
+                                    + e.job_id.as_ref().map_or(0, |j| j.len())
                                     + e.error_code.as_ref().map_or(0, String::len)
                                     + e.error_msg.as_ref().map_or(0, String::len)
                             })
