@@ -74,7 +74,7 @@ impl JobId {
     /// control characters. An empty `job_id` is no job.
     pub fn from_upstream(s: Arc<str>) -> Option<Self> {
         let ok = !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
-        ok.then(|| Self(s))
+        ok.then_some(Self(s))
     }
     pub fn as_str(&self) -> &str {
         &self.0
