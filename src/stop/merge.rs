@@ -128,7 +128,8 @@ impl BatchOutcome {
 /// either `{phone_id, job_id}` or `{phone_id, error_code, error_msg}`.
 #[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct JobEntry<'a> {
-    pub phone_id: &'a str,
+    #[schema(value_type = String)]
+    pub phone_id: &'a PhoneId,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub job_id: Option<&'a JobId>,
@@ -299,7 +300,11 @@ mod tests {
             BatchOutcome::failed(Code::UpstreamTimeout, "late"),
         ];
         let m = merge(&p, &outcomes);
-        let got: Vec<(&str, Outcome)> = m.jobs.iter().map(|e| (e.phone_id, e.outcome)).collect();
+        let got: Vec<(&str, Outcome)> = m
+            .jobs
+            .iter()
+            .map(|e| (e.phone_id.as_str(), e.outcome))
+            .collect();
         assert_eq!(
             got,
             [
@@ -347,7 +352,7 @@ mod tests {
             .iter()
             .map(|e| {
                 (
-                    e.phone_id,
+                    e.phone_id.as_str(),
                     e.job_id.map(JobId::as_str).or(e.error_code),
                     e.outcome,
                 )

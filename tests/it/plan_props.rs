@@ -221,14 +221,14 @@ proptest! {
 
         // Exactly one entry per distinct id, in first-appearance order.
         let want = distinct(&case.ids);
-        let got: Vec<&str> = merged.jobs.iter().map(|e| e.phone_id).collect();
+        let got: Vec<&str> = merged.jobs.iter().map(|e| e.phone_id.as_str()).collect();
         prop_assert_eq!(got, want);
 
         let mut entries = merged.jobs.iter();
         for (batch, spec) in plan.batches().zip(&case.specs) {
             for id in batch {
                 let e = entries.next().expect("an entry per planned id");
-                prop_assert_eq!(e.phone_id, &**id);
+                prop_assert_eq!(e.phone_id.as_str(), &**id);
                 // Either a job or an error, never neither.
                 prop_assert!(e.job_id.is_some() || e.error_code.is_some(), "{:?}", e);
                 if e.error_code.is_some() {
@@ -278,7 +278,7 @@ proptest! {
             .collect();
         for e in &merged.jobs {
             if let Some(job) = e.job_id {
-                prop_assert_eq!(issued.get(job.as_str()).copied(), Some(e.phone_id));
+                prop_assert_eq!(issued.get(job.as_str()).copied(), Some(e.phone_id.as_str()));
             }
         }
 
