@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use cph_gateway::auth::Authenticator;
 use cph_gateway::config::{AuthConfig, Config};
 use cph_gateway::domain::Code;
-use cph_gateway::stop::fanout::answers;
+use cph_gateway::stop::fanout::{answers, answers_for};
 use cph_gateway::stop::merge::{BatchOutcome, merge};
 use cph_gateway::stop::plan::Plan;
 use cph_gateway::stop::record;
@@ -106,6 +106,21 @@ fn merge_benches(c: &mut Criterion) {
         b.iter_batched(
             || raw.clone(),
             |raw| raw.into_iter().map(answers).collect::<Vec<_>>(),
+            BatchSize::LargeInput,
+        )
+    });
+    // What the fan-out does: each call's answers with the ids it asked for
+    // (CPH answers them in order, so the duplicate search is skipped).
+    let batches: Vec<&[cph_gateway::domain::PhoneId]> = plan.batches().collect();
+    g.bench_function("answers_10k_in_batch_order", |b| {
+        b.iter_batched(
+            || raw.clone(),
+            |raw| {
+                raw.into_iter()
+                    .zip(&batches)
+                    .map(|(r, ids)| answers_for(r, ids))
+                    .collect::<Vec<_>>()
+            },
             BatchSize::LargeInput,
         )
     });

@@ -8,7 +8,7 @@ use foldhash::fast::RandomState;
 use reqwest::StatusCode;
 
 use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
-use crate::domain::{Code, JobId};
+use crate::domain::{Code, JobId, PhoneId};
 use crate::upstream::cph::UpstreamJob;
 
 /// CPH's per-phone entries, normalised: an entry with a usable `job_id` is
@@ -16,6 +16,18 @@ use crate::upstream::cph::UpstreamJob;
 /// error, else it is no answer; of several entries for one phone, the first
 /// job wins, else the first error.
 pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
+    answers_for(jobs, &[])
+}
+
+/// [`answers`] for a call that asked for `batch`: when CPH answered exactly
+/// those phones in that order (as it does), no phone has two entries, and
+/// the search for them is skipped.
+pub fn answers_for(jobs: Vec<UpstreamJob>, batch: &[PhoneId]) -> Vec<PhoneAnswer> {
+    let distinct = jobs.len() == batch.len()
+        && jobs
+            .iter()
+            .zip(batch)
+            .all(|(j, id)| j.phone_id == id.as_str());
     let all: Vec<PhoneAnswer> = jobs
         .into_iter()
         .filter_map(|j| {
@@ -33,6 +45,9 @@ pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
             })
         })
         .collect();
+    if distinct {
+        return all;
+    }
     // Which entries stay (the first of each phone), and where a later job
     // takes the place of an earlier error; ids are borrowed, not copied.
     let mut keep = vec![true; all.len()];
@@ -158,6 +173,37 @@ mod tests {
                 ("b", "error CPS.0001".to_owned()),
                 ("c", "job job-c".to_owned()),
             ]
+        );
+    }
+
+    #[test]
+    fn answers_in_the_batch_order_skip_the_search_and_others_do_not() {
+        let batch: Vec<PhoneId> = ["a", "b", "c"]
+            .iter()
+            .map(|s| PhoneId::parse(s).unwrap())
+            .collect();
+        let in_order = || {
+            vec![
+                job("a", Some("job-a"), None),
+                job("b", None, Some("CPS.0001")),
+                job("c", None, None),
+            ]
+        };
+        assert_eq!(answers_for(in_order(), &batch), answers(in_order()));
+        // Same length, not the batch's ids: duplicates are still resolved.
+        let dup = || {
+            vec![
+                job("a", None, Some("CPS.0005")),
+                job("a", Some("job-a"), None),
+                job("b", None, Some("CPS.0001")),
+            ]
+        };
+        let got = answers_for(dup(), &batch);
+        assert_eq!(got, answers(dup()));
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].result,
+            PhoneResult::Job(JobId::parse("job-a").unwrap())
         );
     }
 }

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-pub use super::answers::answers;
+pub use super::answers::{answers, answers_for};
 use super::answers::{rejected, retry_reason};
 use super::merge::BatchOutcome;
 use super::plan::Plan;
@@ -284,7 +284,7 @@ impl Fanout {
             let (failure, retry_after, reason) = match outcome {
                 CallOutcome::Jobs { jobs, request_id } => {
                     return Ran {
-                        outcome: BatchOutcome::Jobs(answers(jobs)),
+                        outcome: BatchOutcome::Jobs(answers_for(jobs, call.ids)),
                         splittable: false,
                         upstream_request_ids: request_id.into_iter().collect(),
                     };

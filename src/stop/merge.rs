@@ -199,11 +199,29 @@ pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
 fn push_entries<'a>(jobs: &mut Vec<JobEntry<'a>>, batch: &'a [PhoneId], outcome: &'a BatchOutcome) {
     match outcome {
         BatchOutcome::Jobs(answers) => {
-            let by_id: HashMap<&str, &PhoneResult, foldhash::fast::RandomState> = answers
-                .iter()
-                .map(|a| (a.phone_id.as_str(), &a.result))
-                .collect();
-            jobs.extend(batch.iter().map(|id| match by_id.get(id.as_str()) {
+            // CPH answers each phone once, in the batch's order: then the
+            // answers line up with the ids and no lookup is needed.
+            let aligned = answers.len() == batch.len()
+                && answers
+                    .iter()
+                    .zip(batch)
+                    .all(|(a, id)| a.phone_id == id.as_str());
+            let by_id: HashMap<&str, &PhoneResult, foldhash::fast::RandomState> = if aligned {
+                HashMap::default()
+            } else {
+                answers
+                    .iter()
+                    .map(|a| (a.phone_id.as_str(), &a.result))
+                    .collect()
+            };
+            let result = |i: usize, id: &PhoneId| {
+                if aligned {
+                    Some(&answers[i].result)
+                } else {
+                    by_id.get(id.as_str()).copied()
+                }
+            };
+            jobs.extend(batch.iter().enumerate().map(|(i, id)| match result(i, id) {
                 Some(PhoneResult::Job(job)) => JobEntry {
                     phone_id: id,
                     job_id: Some(job),
@@ -290,6 +308,23 @@ mod tests {
             phone_id: phone.into(),
             result: PhoneResult::Job(JobId::parse(job).unwrap()),
         }
+    }
+
+    #[test]
+    fn answers_in_the_batch_order_or_not_give_the_same_entries() {
+        let p = plan(&["a", "b", "c"], 3);
+        let entries = |answers: Vec<PhoneAnswer>| {
+            let outcomes = vec![BatchOutcome::Jobs(answers)];
+            let m = merge(&p, &outcomes);
+            m.jobs
+                .iter()
+                .map(|e| (e.phone_id.to_string(), e.job_id.map(|j| j.to_string())))
+                .collect::<Vec<_>>()
+        };
+        let aligned = entries(vec![job("a", "j1"), job("b", "j2"), job("c", "j3")]);
+        let shuffled = entries(vec![job("c", "j3"), job("a", "j1"), job("b", "j2")]);
+        assert_eq!(aligned, shuffled);
+        assert_eq!(aligned[1], ("b".to_owned(), Some("j2".to_owned())));
     }
 
     #[test]
