@@ -52,7 +52,12 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 [ "$code" = 200 ] || die "haproxy -> sim answered $code"
-for bad in "$RS_TOKEN" "${HS_TOKEN%?}x"; do  # another algorithm, a broken signature: refused
+# A broken signature: its first character changed (all six of its bits count;
+# the last character's low bits are padding, so changing it may not break it).
+SIG="${HS_TOKEN##*.}"
+if [ "${SIG:0:1}" = A ]; then BAD_FIRST=B; else BAD_FIRST=A; fi
+BROKEN_HS_TOKEN="${HS_TOKEN%.*}.$BAD_FIRST${SIG:1}"
+for bad in "$RS_TOKEN" "$BROKEN_HS_TOKEN"; do  # another algorithm, a broken signature: refused
     code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$HAPROXY$STOP_PATH" \
         -H "Authorization: Bearer $bad" -H 'Content-Type: application/json' -d "$ONE_BODY")
     [ "$code" = 401 ] || die "haproxy answered $code to a token it must refuse"
