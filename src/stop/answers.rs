@@ -7,7 +7,7 @@ use std::collections::hash_map::Entry;
 use foldhash::fast::RandomState;
 use reqwest::StatusCode;
 
-use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
+use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult, in_batch_order};
 use crate::domain::{Code, JobId, PhoneId};
 use crate::upstream::cph::UpstreamJob;
 
@@ -23,11 +23,7 @@ pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
 /// those phones in that order (as it does), no phone has two entries, and
 /// the search for them is skipped.
 pub fn answers_for(jobs: Vec<UpstreamJob>, batch: &[PhoneId]) -> Vec<PhoneAnswer> {
-    let distinct = jobs.len() == batch.len()
-        && jobs
-            .iter()
-            .zip(batch)
-            .all(|(j, id)| j.phone_id == id.as_str());
+    let distinct = in_batch_order(jobs.iter().map(|j| j.phone_id.as_str()), batch);
     let all: Vec<PhoneAnswer> = jobs
         .into_iter()
         .filter_map(|j| {

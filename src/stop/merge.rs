@@ -195,31 +195,32 @@ pub fn merge<'a>(plan: &'a Plan, outcomes: &'a [BatchOutcome]) -> Merged<'a> {
     }
 }
 
+/// Whether `phone_ids` are exactly `batch`'s ids, in its order (how CPH
+/// answers a batch).
+pub(super) fn in_batch_order<'a>(
+    phone_ids: impl ExactSizeIterator<Item = &'a str>,
+    batch: &[PhoneId],
+) -> bool {
+    phone_ids.len() == batch.len() && phone_ids.zip(batch).all(|(p, id)| p == id.as_str())
+}
+
 /// The entries of the phones of one batch (or part of one), from its outcome.
 fn push_entries<'a>(jobs: &mut Vec<JobEntry<'a>>, batch: &'a [PhoneId], outcome: &'a BatchOutcome) {
     match outcome {
         BatchOutcome::Jobs(answers) => {
             // CPH answers each phone once, in the batch's order: then the
             // answers line up with the ids and no lookup is needed.
-            let aligned = answers.len() == batch.len()
-                && answers
-                    .iter()
-                    .zip(batch)
-                    .all(|(a, id)| a.phone_id == id.as_str());
-            let by_id: HashMap<&str, &PhoneResult, foldhash::fast::RandomState> = if aligned {
-                HashMap::default()
-            } else {
-                answers
-                    .iter()
-                    .map(|a| (a.phone_id.as_str(), &a.result))
-                    .collect()
-            };
-            let result = |i: usize, id: &PhoneId| {
-                if aligned {
-                    Some(&answers[i].result)
-                } else {
-                    by_id.get(id.as_str()).copied()
-                }
+            let in_order = in_batch_order(answers.iter().map(|a| a.phone_id.as_str()), batch);
+            let by_id: Option<HashMap<&str, &PhoneResult, foldhash::fast::RandomState>> =
+                (!in_order).then(|| {
+                    answers
+                        .iter()
+                        .map(|a| (a.phone_id.as_str(), &a.result))
+                        .collect()
+                });
+            let result = |i: usize, id: &PhoneId| match &by_id {
+                None => Some(&answers[i].result),
+                Some(by_id) => by_id.get(id.as_str()).copied(),
             };
             jobs.extend(batch.iter().enumerate().map(|(i, id)| match result(i, id) {
                 Some(PhoneResult::Job(job)) => JobEntry {

@@ -218,12 +218,7 @@ impl Stops {
         let known: Vec<Option<BatchOutcome>> = (0..plan.batch_count())
             .map(|i| {
                 let b = resume?.batches.iter().find(|b| b.index as usize == i)?;
-                let same = b
-                    .phone_ids
-                    .iter()
-                    .map(|id| &**id)
-                    .eq(plan.batch(i).iter().map(|p| p.as_str()));
-                if same { record::outcome_of(b) } else { None }
+                record::outcome_of(b, plan.batch(i))
             })
             .collect();
         let todo: Vec<bool> = known.iter().map(Option::is_none).collect();

@@ -59,9 +59,14 @@ fn entry((id, e): (&PhoneId, &JobEntry<'_>)) -> RecordEntry {
 }
 
 /// A recorded batch outcome as a batch outcome again (a resumed stop does
-/// not send it).
-pub fn outcome_of(batch: &RecordBatch) -> Option<BatchOutcome> {
-    let entries = batch.entries.as_ref()?;
+/// not send it), if the batch holds the ids now `planned` for it.
+pub fn outcome_of(batch: &RecordBatch, planned: &[PhoneId]) -> Option<BatchOutcome> {
+    let same = batch
+        .phone_ids
+        .iter()
+        .map(|id| &**id)
+        .eq(planned.iter().map(PhoneId::as_str));
+    let entries = batch.entries.as_ref().filter(|_| same)?;
     Some(BatchOutcome::Jobs(
         entries
             .iter()
