@@ -67,7 +67,10 @@ def rss_sampler(pid, out, interval=0.01):
     peak = [0]
     def done(*_):
         with open(out, "w") as f: f.write(str(peak[0]))
-        sys.exit(0)
+        # os._exit, not sys.exit: a SystemExit raised while the loop's /proc
+        # file is being closed is swallowed ("Exception ignored") and the
+        # sampler would run on while run.sh waits for it.
+        os._exit(0)
     signal.signal(signal.SIGTERM, done)
     path = f"/proc/{pid}/status"
     while True:
