@@ -26,6 +26,7 @@ use cph_gateway::stop::plan::Plan;
 use cph_gateway::stop::record;
 use cph_gateway::stop::response::StopResponse;
 use cph_gateway::telemetry::Metrics;
+use cph_gateway::upstream::answer::stop_outcome;
 use cph_gateway::upstream::cph::UpstreamJob;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -79,7 +80,7 @@ fn merge_benches(c: &mut Criterion) {
                 .iter()
                 .enumerate()
                 .map(|(i, id)| UpstreamJob {
-                    phone_id: id.to_string(),
+                    phone_id: id.shared(),
                     job_id: Some(format!("{:032x}", b * BATCH + i).into()),
                     error_code: None,
                     error_msg: None,
@@ -288,6 +289,31 @@ fn upstream_benches(c: &mut Criterion) {
     g.bench_function("stop_body_100", |b| {
         b.iter(|| cph_gateway::upstream::cph::stop_body(black_box(&ids)))
     });
+    // CPH's answer to that batch, read: each entry's id shared with the
+    // batch's (now), and read into its own string (an answer that does not
+    // line up with the batch; every answer before).
+    let answer = serde_json::to_vec(&serde_json::json!({
+        "request_id": "0123456789abcdef0123456789abcdef",
+        "jobs": ids.iter().enumerate().map(|(i, id)| serde_json::json!({
+            "phone_id": id.as_str(), "job_id": format!("{i:032x}")
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    for (name, batch) in [
+        ("stop_answer_100", &ids[..]),
+        ("stop_answer_100_unmatched", &[]),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                stop_outcome(
+                    reqwest::StatusCode::OK,
+                    black_box(&answer),
+                    None,
+                    black_box(batch),
+                )
+            })
+        });
+    }
     g.finish();
 }
 

@@ -23,7 +23,7 @@ pub fn answers(jobs: Vec<UpstreamJob>) -> Vec<PhoneAnswer> {
 /// those phones in that order (as it does), no phone has two entries, and
 /// the search for them is skipped.
 pub fn answers_for(jobs: Vec<UpstreamJob>, batch: &[PhoneId]) -> Vec<PhoneAnswer> {
-    let distinct = in_batch_order(jobs.iter().map(|j| j.phone_id.as_str()), batch);
+    let distinct = in_batch_order(jobs.iter().map(|j| j.phone_id.as_ref()), batch);
     let all: Vec<PhoneAnswer> = jobs
         .into_iter()
         .filter_map(|j| {
@@ -53,7 +53,7 @@ pub fn answers_for(jobs: Vec<UpstreamJob>, batch: &[PhoneId]) -> Vec<PhoneAnswer
             HashMap::with_capacity_and_hasher(all.len(), RandomState::default());
         for (i, a) in all.iter().enumerate() {
             let is_job = matches!(a.result, PhoneResult::Job(_));
-            match first.entry(a.phone_id.as_str()) {
+            match first.entry(a.phone_id.as_ref()) {
                 Entry::Vacant(v) => {
                     v.insert((i, is_job));
                 }
@@ -159,7 +159,7 @@ mod tests {
                     PhoneResult::Job(j) => format!("job {}", j.as_str()),
                     PhoneResult::Error { code, .. } => format!("error {code}"),
                 };
-                (a.phone_id.as_str(), what)
+                (a.phone_id.as_ref(), what)
             })
             .collect();
         assert_eq!(

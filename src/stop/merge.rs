@@ -6,6 +6,7 @@
 //! each phone is an [`Outcome`] variant, decided where the fact is known.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -53,7 +54,7 @@ pub enum PhoneResult {
 /// One phone's entry of a batch answer, already normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneAnswer {
-    pub phone_id: String,
+    pub phone_id: Arc<str>,
     pub result: PhoneResult,
 }
 
@@ -210,12 +211,12 @@ fn push_entries<'a>(jobs: &mut Vec<JobEntry<'a>>, batch: &'a [PhoneId], outcome:
         BatchOutcome::Jobs(answers) => {
             // CPH answers each phone once, in the batch's order: then the
             // answers line up with the ids and no lookup is needed.
-            let in_order = in_batch_order(answers.iter().map(|a| a.phone_id.as_str()), batch);
+            let in_order = in_batch_order(answers.iter().map(|a| a.phone_id.as_ref()), batch);
             let by_id: Option<HashMap<&str, &PhoneResult, foldhash::fast::RandomState>> =
                 (!in_order).then(|| {
                     answers
                         .iter()
-                        .map(|a| (a.phone_id.as_str(), &a.result))
+                        .map(|a| (a.phone_id.as_ref(), &a.result))
                         .collect()
                 });
             let result = |i: usize, id: &PhoneId| match &by_id {
@@ -339,7 +340,7 @@ mod tests {
         let got: Vec<(&str, Outcome)> = m
             .jobs
             .iter()
-            .map(|e| (e.phone_id.as_str(), e.outcome))
+            .map(|e| (e.phone_id.as_ref(), e.outcome))
             .collect();
         assert_eq!(
             got,
@@ -388,7 +389,7 @@ mod tests {
             .iter()
             .map(|e| {
                 (
-                    e.phone_id.as_str(),
+                    e.phone_id.as_ref(),
                     e.job_id.map(JobId::as_str).or(e.error_code),
                     e.outcome,
                 )

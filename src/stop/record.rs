@@ -71,7 +71,7 @@ pub fn outcome_of(batch: &RecordBatch, planned: &[PhoneId]) -> Option<BatchOutco
         entries
             .iter()
             .map(|e| PhoneAnswer {
-                phone_id: e.phone_id.to_string(),
+                phone_id: e.phone_id.clone(),
                 result: match e.job_id.clone().and_then(JobId::from_upstream) {
                     Some(job) => PhoneResult::Job(job),
                     None => PhoneResult::Error {

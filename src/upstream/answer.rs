@@ -3,6 +3,7 @@
 //! the answer shapes, and the limits an answer is read within (its legitimate
 //! size is known: a batch's jobs take room in proportion to its phones).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use super::credentials::Answer;
 use super::http::{describe, status_label};
+use crate::domain::PhoneId;
 
 /// One entry of CPH's `jobs` array, passed through as it came.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct UpstreamJob {
-    pub phone_id: String,
+    /// Shared with the batch's own id when it is the one asked for at this
+    /// entry's place (as CPH answers), else read into a new string.
+    pub phone_id: Arc<str>,
     /// Shared with the stop's record (read in one allocation).
     #[serde(
         default,
@@ -30,11 +34,26 @@ pub struct UpstreamJob {
     pub error_msg: Option<String>,
 }
 
+/// A batch-stop answer as read: phone ids borrowed from the body (CPH's
+/// ids need no escaping), to be matched against the batch's own.
 #[derive(Debug, Deserialize)]
-pub(crate) struct BatchStopAnswer {
+struct BatchStopAnswer<'a> {
     #[serde(default)]
     request_id: Option<String>,
-    jobs: Vec<UpstreamJob>,
+    #[serde(borrow)]
+    jobs: Vec<AnsweredJob<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnsweredJob<'a> {
+    #[serde(borrow)]
+    phone_id: Cow<'a, str>,
+    #[serde(default, deserialize_with = "crate::domain::shared_opt")]
+    job_id: Option<Arc<str>>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    error_msg: Option<String>,
 }
 
 /// One job of CPH's job list.
@@ -164,10 +183,13 @@ pub fn cut_error_msg(msg: String) -> String {
 /// A batch-stop answer read whole: 2xx with `jobs` is an answer (whatever
 /// the 2xx), another 2xx is broken (CPH may have acted), anything else a
 /// refusal with CPH's error if it sent one. Error messages are cut.
-pub(crate) fn stop_outcome(
+/// `batch` is the ids the call asked for: an entry naming the id asked
+/// for at its place shares that id instead of copying it.
+pub fn stop_outcome(
     status: StatusCode,
     bytes: &[u8],
     retry_after: Option<Duration>,
+    batch: &[PhoneId],
 ) -> CallOutcome {
     if status.is_success() {
         return match serde_json::from_slice::<BatchStopAnswer>(bytes) {
@@ -175,10 +197,15 @@ pub(crate) fn stop_outcome(
                 jobs: a
                     .jobs
                     .into_iter()
-                    .map(|mut j| {
-                        j.error_code = j.error_code.map(cut_error_msg);
-                        j.error_msg = j.error_msg.map(cut_error_msg);
-                        j
+                    .enumerate()
+                    .map(|(i, j)| UpstreamJob {
+                        phone_id: match batch.get(i) {
+                            Some(id) if id.as_str() == j.phone_id => id.shared(),
+                            _ => Arc::from(j.phone_id),
+                        },
+                        job_id: j.job_id,
+                        error_code: j.error_code.map(cut_error_msg),
+                        error_msg: j.error_msg.map(cut_error_msg),
                     })
                     .collect(),
                 request_id: a.request_id,
@@ -226,23 +253,49 @@ mod tests {
     }
 
     #[test]
+    fn answered_ids_share_the_batch_ids_at_their_place_and_others_are_read() {
+        let batch: Vec<PhoneId> = ["p1", "p2", "p3"]
+            .iter()
+            .map(|s| PhoneId::parse(s).unwrap())
+            .collect();
+        // In order, then out of place, then escaped, then one not asked for.
+        let body = br#"{"jobs":[{"phone_id":"p1","job_id":"j1"},{"phone_id":"p3","job_id":"j3"},
+            {"phone_id":"p\u0033","error_code":"E","error_msg":"m"},{"phone_id":"zz"}]}"#;
+        let CallOutcome::Jobs { jobs, request_id } =
+            stop_outcome(StatusCode::OK, body, None, &batch)
+        else {
+            panic!("not an answer")
+        };
+        assert_eq!(request_id, None);
+        let ids: Vec<&str> = jobs.iter().map(|j| &*j.phone_id).collect();
+        assert_eq!(ids, ["p1", "p3", "p3", "zz"]);
+        assert!(Arc::ptr_eq(&jobs[0].phone_id, &batch[0].shared()));
+        assert!(!Arc::ptr_eq(&jobs[1].phone_id, &batch[2].shared()));
+        assert!(Arc::ptr_eq(&jobs[2].phone_id, &batch[2].shared()));
+        assert_eq!(jobs[1].job_id.as_deref(), Some("j3"));
+        assert_eq!(jobs[2].error_code.as_deref(), Some("E"));
+        assert_eq!(jobs[2].error_msg.as_deref(), Some("m"));
+        assert!(jobs[3].job_id.is_none() && jobs[3].error_code.is_none());
+    }
+
+    #[test]
     fn any_2xx_with_jobs_is_an_answer_and_errors_are_cut() {
         let body = br#"{"request_id":"r","jobs":[{"phone_id":"a","job_id":"j"}]}"#;
         for status in [StatusCode::OK, StatusCode::CREATED] {
             assert!(matches!(
-                stop_outcome(status, body, None),
+                stop_outcome(status, body, None, &[]),
                 CallOutcome::Jobs { .. }
             ));
         }
         assert!(matches!(
-            stop_outcome(StatusCode::ACCEPTED, b"{}", None),
+            stop_outcome(StatusCode::ACCEPTED, b"{}", None, &[]),
             CallOutcome::Broken(_)
         ));
         let err = format!(
             r#"{{"error_code":"CPS.0004","error_msg":"{}"}}"#,
             "x".repeat(5000)
         );
-        match stop_outcome(StatusCode::BAD_REQUEST, err.as_bytes(), None) {
+        match stop_outcome(StatusCode::BAD_REQUEST, err.as_bytes(), None, &[]) {
             CallOutcome::Rejected { error_msg, .. } => {
                 assert_eq!(error_msg.map(|m| m.len()), Some(MAX_ERROR_MSG_CHARS));
             }

@@ -166,7 +166,7 @@ impl CphClient {
                 match read_limited(resp, limit).await {
                     Err(BodyError::Transport(e)) => transport_outcome(&e),
                     Err(e @ BodyError::TooLarge { .. }) => CallOutcome::Broken(e.to_string()),
-                    Ok(bytes) => stop_outcome(status, &bytes, headers_retry_after),
+                    Ok(bytes) => stop_outcome(status, &bytes, headers_retry_after, ids),
                 }
             }
         };

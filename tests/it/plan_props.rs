@@ -91,7 +91,7 @@ fn answer() -> impl Strategy<Value = Answer> {
 
 fn entry(id: &str, answer: Answer) -> Option<UpstreamJob> {
     let mut e = UpstreamJob {
-        phone_id: id.to_owned(),
+        phone_id: id.into(),
         job_id: None,
         error_code: None,
         error_msg: None,
@@ -236,7 +236,7 @@ proptest! {
                 }
                 match spec {
                     Spec::Jobs(upstream) => {
-                        let mine = upstream.iter().find(|j| j.phone_id == **id);
+                        let mine = upstream.iter().find(|j| *j.phone_id == **id);
                         match mine {
                             Some(j) if j.job_id.is_some() => {
                                 prop_assert_eq!(e.job_id.map(JobId::as_str), j.job_id.as_deref());
@@ -274,7 +274,7 @@ proptest! {
                 Spec::Failed { .. } => None,
             })
             .flatten()
-            .filter_map(|j| Some((j.job_id.as_deref()?, j.phone_id.as_str())))
+            .filter_map(|j| Some((j.job_id.as_deref()?, &*j.phone_id)))
             .collect();
         for e in &merged.jobs {
             if let Some(job) = e.job_id {
