@@ -94,8 +94,18 @@ impl Plan {
 /// Parses the body with a bound on the number of ids: a list over `max_ids`
 /// is refused as soon as the parser meets id number `max_ids + 1`.
 pub fn parse_phone_ids(body: &[u8], max_ids: usize) -> Result<Vec<Arc<str>>, ApiError> {
+    // The body is checked as UTF-8 once, not string by string.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(
+            Code::InvalidBody,
+            format!(
+                "body is not valid JSON: not UTF-8 at byte {}",
+                e.valid_up_to()
+            ),
+        )
+    })?;
     let too_many = Cell::new(false);
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(text);
     let parsed = BodySeed {
         max_ids,
         too_many: &too_many,

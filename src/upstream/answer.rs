@@ -192,7 +192,13 @@ pub fn stop_outcome(
     batch: &[PhoneId],
 ) -> CallOutcome {
     if status.is_success() {
-        return match serde_json::from_slice::<BatchStopAnswer>(bytes) {
+        // The body is checked as UTF-8 once, not string by string.
+        let read = std::str::from_utf8(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                serde_json::from_str::<BatchStopAnswer>(text).map_err(|e| e.to_string())
+            });
+        return match read {
             Ok(a) => CallOutcome::Jobs {
                 jobs: a
                     .jobs
@@ -212,7 +218,7 @@ pub fn stop_outcome(
             },
             Err(e) => CallOutcome::Broken(format!(
                 "unreadable batch-stop answer ({status}): {}",
-                crate::domain::truncate(&e.to_string(), 200)
+                crate::domain::truncate(&e, 200)
             )),
         };
     }
