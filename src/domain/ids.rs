@@ -6,9 +6,22 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The characters allowed in phone ids, job ids and tenant names, as a
+/// table: a 10,000-id request checks some 300,000 of them.
+const ID_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        i += 1;
+    }
+    table
+};
+
 /// `true` for the characters allowed in phone ids, job ids and tenant names.
 fn is_id_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    ID_CHARS[b as usize]
 }
 
 /// Checks the contract's id rule: 1-64 characters of `[A-Za-z0-9_-]`.

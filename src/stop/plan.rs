@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::domain::{ApiError, Code, PhoneId, SharedStr, is_valid_id, truncate};
+use crate::domain::{ApiError, Code, PhoneId, SharedStr, truncate};
 
 /// Distinct, valid phone ids in order of first appearance, split in batches.
 #[derive(Debug, Clone)]
@@ -51,12 +51,16 @@ impl Plan {
                 "phone_ids must not be empty",
             ));
         }
-        let bad: Vec<&str> = ids
-            .iter()
-            .filter(|id| !is_valid_id(id))
-            .map(|id| &**id)
-            .take(5)
-            .collect();
+        // Each id is checked once; up to five bad ones are named.
+        let mut valid = Vec::with_capacity(ids.len());
+        let mut bad = Vec::new();
+        for id in ids {
+            match PhoneId::parse_owned(id) {
+                Ok(id) => valid.push(id),
+                Err(id) if bad.len() < 5 => bad.push(id),
+                Err(_) => {}
+            }
+        }
         if !bad.is_empty() {
             let list = bad
                 .iter()
@@ -73,16 +77,15 @@ impl Plan {
         // Mark first appearances while borrowing, then move: no id is copied.
         let first: Vec<bool> = {
             let mut seen = HashSet::with_capacity_and_hasher(
-                ids.len(),
+                valid.len(),
                 foldhash::fast::RandomState::default(),
             );
-            ids.iter().map(|id| seen.insert(&**id)).collect()
+            valid.iter().map(|id| seen.insert(id.as_str())).collect()
         };
-        let distinct: Vec<PhoneId> = ids
+        let distinct: Vec<PhoneId> = valid
             .into_iter()
             .zip(first)
             .filter_map(|(id, first)| first.then_some(id))
-            .filter_map(|id| PhoneId::parse_owned(id).ok())
             .collect();
         Ok(Self {
             ids: distinct,
