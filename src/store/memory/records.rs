@@ -80,6 +80,9 @@ impl Records {
         let bytes = record_bytes(&record);
         let id = (record.tenant.clone(), record.request_id.clone());
         let now = Instant::now();
+        // Evicted records are freed after the lock is let go: a 10,000-id
+        // record takes a while to free, and other stops wait on the lock.
+        let mut evicted = Vec::new();
         let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = t.next_seq;
         t.next_seq += 1;
@@ -93,6 +96,7 @@ impl Records {
         };
         if let Some(old) = t.by_id.insert(id, kept) {
             t.bytes -= old.bytes;
+            evicted.push(old);
         }
         // The oldest go while over the bound or past the retention (a
         // record over the bound on its own is not kept either).
@@ -112,8 +116,11 @@ impl Records {
                 && let Some(gone) = t.by_id.remove(&id)
             {
                 t.bytes -= gone.bytes;
+                evicted.push(gone);
             }
         }
+        drop(t);
+        drop(evicted);
     }
 
     /// The record of (`tenant`, `request_id`), if kept and not expired.
