@@ -2,6 +2,7 @@
 //! `Arc<str>` (and `Cow<str>`, unless borrowed) first makes a `String`, so
 //! each string would cost two allocations and a copy.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,6 +26,38 @@ impl<'de> Deserialize<'de> for SharedStr {
         }
         d.deserialize_str(Shared)
     }
+}
+
+/// For `#[serde(borrow, deserialize_with)]` on an `Option<Cow<str>>` field:
+/// borrowed from the input unless the string has escapes (serde's own
+/// `Option<Cow<str>>` always copies).
+pub fn cow_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct CowStr;
+    impl<'de> Visitor<'de> for CowStr {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_borrowed_str<E: Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(s)))
+        }
+        fn visit_str<E: Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s.to_owned())))
+        }
+        fn visit_string<E: Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s)))
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    d.deserialize_option(CowStr)
 }
 
 /// For `#[serde(deserialize_with)]` on an `Option<Arc<str>>` field.

@@ -137,7 +137,7 @@ mod tests {
             phone_id: phone.into(),
             job_id: job.map(Into::into),
             error_code: error.map(Into::into),
-            error_msg: error.map(|e| format!("{e} message")),
+            error_msg: error.map(|e| format!("{e} message").into()),
         }
     }
 

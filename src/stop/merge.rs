@@ -48,7 +48,11 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhoneResult {
     Job(JobId),
-    Error { code: String, msg: String },
+    /// Shared with the answer's other entries that carry the same text.
+    Error {
+        code: Arc<str>,
+        msg: Arc<str>,
+    },
 }
 
 /// One phone's entry of a batch answer, already normalised.

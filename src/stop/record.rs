@@ -4,6 +4,7 @@
 //! had an outcome.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -43,17 +44,40 @@ pub fn answered(
         index: index as u32,
         phone_ids: ids.iter().map(PhoneId::shared).collect(),
         upstream_request_ids,
-        entries: Some(ids.iter().zip(entries).map(entry).collect()),
+        entries: Some({
+            let mut texts = Texts::default();
+            ids.iter()
+                .zip(entries)
+                .map(|e| entry(e, &mut texts))
+                .collect()
+        }),
+    }
+}
+
+/// The error texts last put into a batch's record: the phones of a batch
+/// mostly share their error (a refused batch, CPH refusing each phone for the
+/// same reason), and then share one string.
+#[derive(Default)]
+struct Texts {
+    code: Option<Arc<str>>,
+    msg: Option<Arc<str>>,
+}
+
+/// `text` as a shared string: `last` again if it says the same.
+fn share(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+    match last {
+        Some(l) if **l == *text => l.clone(),
+        _ => last.insert(Arc::from(text)).clone(),
     }
 }
 
 /// A batch's entry for the record; `id` is the planned id `e` answers.
-fn entry((id, e): (&PhoneId, &JobEntry<'_>)) -> RecordEntry {
+fn entry((id, e): (&PhoneId, &JobEntry<'_>), texts: &mut Texts) -> RecordEntry {
     RecordEntry {
         phone_id: id.shared(),
         job_id: e.job_id.map(JobId::shared),
-        error_code: e.error_code.map(str::to_owned),
-        error_msg: e.error_msg.map(str::to_owned),
+        error_code: e.error_code.map(|c| share(&mut texts.code, c)),
+        error_msg: e.error_msg.map(|m| share(&mut texts.msg, m)),
         unknown: e.outcome == Outcome::Unknown,
     }
 }
@@ -184,8 +208,8 @@ pub fn entries(
                     let e = RecordEntry {
                         phone_id: id.clone(),
                         job_id: None,
-                        error_code: Some(Code::UpstreamTimeout.as_str().to_owned()),
-                        error_msg: Some(PENDING.to_owned()),
+                        error_code: Some(Code::UpstreamTimeout.as_str().into()),
+                        error_msg: Some(PENDING.into()),
                         unknown: true,
                     };
                     out.push(render(&e, states, &mut summary));

@@ -169,10 +169,11 @@ pub struct RecordEntry {
     /// Shared with the stop's answer (no copy per phone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Arc<str>>,
+    /// Shared with the batch's other entries that carry the same text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
+    pub error_code: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_msg: Option<String>,
+    pub error_msg: Option<Arc<str>>,
     /// The stop was sent and no answer came: its outcome is unknown.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unknown: bool,

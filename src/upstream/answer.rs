@@ -28,10 +28,12 @@ pub struct UpstreamJob {
         skip_serializing_if = "Option::is_none"
     )]
     pub job_id: Option<Arc<str>>,
+    /// Shared with the answer's other entries that carry the same text (CPH
+    /// often refuses a batch's phones for one reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
+    pub error_code: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_msg: Option<String>,
+    pub error_msg: Option<Arc<str>>,
 }
 
 /// A batch-stop answer as read: phone ids borrowed from the body (CPH's
@@ -50,10 +52,10 @@ struct AnsweredJob<'a> {
     phone_id: Cow<'a, str>,
     #[serde(default, deserialize_with = "crate::domain::shared_opt")]
     job_id: Option<Arc<str>>,
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    error_msg: Option<String>,
+    #[serde(default, borrow, deserialize_with = "crate::domain::cow_opt")]
+    error_code: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "crate::domain::cow_opt")]
+    error_msg: Option<Cow<'a, str>>,
 }
 
 /// One job of CPH's job list.
@@ -180,6 +182,16 @@ pub fn cut_error_msg(msg: String) -> String {
     cut.to_owned()
 }
 
+/// `text` cut to [`MAX_ERROR_MSG_CHARS`] characters, as a shared string:
+/// `last` again if it says the same.
+fn shared_cut(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+    let cut = crate::domain::truncate(text, MAX_ERROR_MSG_CHARS);
+    match last {
+        Some(l) if **l == *cut => l.clone(),
+        _ => last.insert(Arc::from(cut)).clone(),
+    }
+}
+
 /// A batch-stop answer read whole: 2xx with `jobs` is an answer (whatever
 /// the 2xx), another 2xx is broken (CPH may have acted), anything else a
 /// refusal with CPH's error if it sent one. Error messages are cut.
@@ -192,6 +204,7 @@ pub fn stop_outcome(
     batch: &[PhoneId],
 ) -> CallOutcome {
     if status.is_success() {
+        let (mut last_code, mut last_msg) = (None, None);
         // The body is checked as UTF-8 once, not string by string.
         let read = std::str::from_utf8(bytes)
             .map_err(|e| e.to_string())
@@ -210,8 +223,8 @@ pub fn stop_outcome(
                             _ => Arc::from(j.phone_id),
                         },
                         job_id: j.job_id,
-                        error_code: j.error_code.map(cut_error_msg),
-                        error_msg: j.error_msg.map(cut_error_msg),
+                        error_code: j.error_code.map(|c| shared_cut(&mut last_code, &c)),
+                        error_msg: j.error_msg.map(|m| shared_cut(&mut last_msg, &m)),
                     })
                     .collect(),
                 request_id: a.request_id,
@@ -282,6 +295,42 @@ mod tests {
         assert_eq!(jobs[2].error_code.as_deref(), Some("E"));
         assert_eq!(jobs[2].error_msg.as_deref(), Some("m"));
         assert!(jobs[3].job_id.is_none() && jobs[3].error_code.is_none());
+    }
+
+    #[test]
+    fn entries_with_the_same_error_share_its_texts() {
+        let long = "y".repeat(2000);
+        let body = format!(
+            r#"{{"jobs":[{{"phone_id":"a","error_code":"CPS.0010","error_msg":"no"}},
+            {{"phone_id":"b","error_code":"CPS.0010","error_msg":"n\u006f"}},
+            {{"phone_id":"c","error_code":"CPS.0004","error_msg":"{long}"}},
+            {{"phone_id":"d","error_code":null,"error_msg":"{long}"}}]}}"#
+        );
+        let CallOutcome::Jobs { jobs, .. } =
+            stop_outcome(StatusCode::OK, body.as_bytes(), None, &[])
+        else {
+            panic!("not an answer")
+        };
+        let (a, b, c, d) = (&jobs[0], &jobs[1], &jobs[2], &jobs[3]);
+        assert_eq!(b.error_msg.as_deref(), Some("no"));
+        assert!(Arc::ptr_eq(
+            a.error_code.as_ref().unwrap(),
+            b.error_code.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            a.error_msg.as_ref().unwrap(),
+            b.error_msg.as_ref().unwrap()
+        ));
+        assert_eq!(c.error_code.as_deref(), Some("CPS.0004"));
+        assert_eq!(
+            c.error_msg.as_ref().map(|m| m.len()),
+            Some(MAX_ERROR_MSG_CHARS)
+        );
+        assert!(Arc::ptr_eq(
+            c.error_msg.as_ref().unwrap(),
+            d.error_msg.as_ref().unwrap()
+        ));
+        assert_eq!(d.error_code, None);
     }
 
     #[test]

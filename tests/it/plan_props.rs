@@ -100,8 +100,8 @@ fn entry(id: &str, answer: Answer) -> Option<UpstreamJob> {
         Answer::Missing => return None,
         Answer::Job(n) => e.job_id = Some(format!("job-{id}-{n}").into()),
         Answer::Error(i) => {
-            e.error_code = Some(UPSTREAM_CODES[i].to_owned());
-            e.error_msg = Some(format!("upstream says no to {id}"));
+            e.error_code = Some(UPSTREAM_CODES[i].into());
+            e.error_msg = Some(format!("upstream says no to {id}").into());
         }
         Answer::Empty => {}
     }

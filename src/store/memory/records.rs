@@ -32,8 +32,8 @@ pub fn record_bytes(r: &StopRecord) -> usize {
                             .map(|e| {
                                 112 + e.phone_id.len()
                                     + e.job_id.as_ref().map_or(0, |j| j.len())
-                                    + e.error_code.as_ref().map_or(0, String::len)
-                                    + e.error_msg.as_ref().map_or(0, String::len)
+                                    + e.error_code.as_ref().map_or(0, |s| s.len())
+                                    + e.error_msg.as_ref().map_or(0, |s| s.len())
                             })
                             .sum()
                     })
