@@ -7,7 +7,7 @@ use std::collections::hash_map::Entry;
 use foldhash::fast::RandomState;
 use reqwest::StatusCode;
 
-use super::merge::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult, in_batch_order};
+use super::outcome::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult, in_batch_order};
 use crate::domain::{Code, JobId, PhoneId};
 use crate::upstream::cph::UpstreamJob;
 

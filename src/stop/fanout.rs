@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 pub use super::answers::{answers, answers_for};
 use super::answers::{rejected, retry_reason};
-use super::merge::BatchOutcome;
+use super::outcome::BatchOutcome;
 use super::plan::Plan;
 use super::split::{Ran, may_cure, split};
 use crate::domain::{Code, PhoneId};

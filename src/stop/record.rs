@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::merge::{BatchOutcome, JobEntry, Outcome, PhoneAnswer, PhoneResult};
+use super::merge::JobEntry;
+use super::outcome::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
 use super::plan::Plan;
 use super::wait::JobState;
 use crate::domain::{Code, JobId, PhoneId};

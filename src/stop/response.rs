@@ -97,7 +97,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use crate::domain::PhoneId;
-    use crate::stop::merge::Outcome;
+    use crate::stop::outcome::Outcome;
 
     proptest::proptest! {
         #[test]

@@ -20,7 +20,7 @@ use std::ops::Range;
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
-use super::merge::BatchOutcome;
+use super::outcome::BatchOutcome;
 use crate::telemetry::Metrics;
 
 /// What a batch (or part of one) came to, and whether CPH refused it whole

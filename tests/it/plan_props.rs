@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use cph_gateway::domain::{Code, JobId};
 use cph_gateway::stop::fanout::answers;
-use cph_gateway::stop::merge::{BatchOutcome, merge};
+use cph_gateway::stop::merge::merge;
+use cph_gateway::stop::outcome::BatchOutcome;
 use cph_gateway::stop::plan::Plan;
 use cph_gateway::upstream::cph::UpstreamJob;
 use proptest::prelude::*;
