@@ -7,4 +7,4 @@ mod shared;
 
 pub use error::{ApiError, Code};
 pub use ids::{JobId, PhoneId, ProjectId, Region, RequestId, TenantId, is_valid_id, truncate};
-pub use shared::{SharedStr, cow_opt, shared_opt};
+pub use shared::{SharedStr, cow_opt, share_last, shared_opt};

@@ -60,6 +60,16 @@ pub fn cow_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>,
     d.deserialize_option(CowStr)
 }
 
+/// `text` as a shared string: the one in `last` again if it says the same,
+/// else a new one, kept in `last` for the next call. Entries of one answer
+/// mostly carry the same error texts; this makes them share one string.
+pub fn share_last(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+    match last {
+        Some(l) if **l == *text => l.clone(),
+        _ => last.insert(Arc::from(text)).clone(),
+    }
+}
+
 /// For `#[serde(deserialize_with)]` on an `Option<Arc<str>>` field.
 pub fn shared_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
     Ok(Option::<SharedStr>::deserialize(d)?.map(|s| s.0))

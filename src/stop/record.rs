@@ -13,7 +13,7 @@ use super::merge::JobEntry;
 use super::outcome::{BatchOutcome, Outcome, PhoneAnswer, PhoneResult};
 use super::plan::Plan;
 use super::wait::JobState;
-use crate::domain::{Code, JobId, PhoneId};
+use crate::domain::{Code, JobId, PhoneId, share_last};
 use crate::store::{RecordBatch, RecordEntry, StopRecord};
 
 /// Message of a phone whose batch has no recorded outcome (yet).
@@ -64,21 +64,13 @@ struct Texts {
     msg: Option<Arc<str>>,
 }
 
-/// `text` as a shared string: `last` again if it says the same.
-fn share(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
-    match last {
-        Some(l) if **l == *text => l.clone(),
-        _ => last.insert(Arc::from(text)).clone(),
-    }
-}
-
 /// A batch's entry for the record; `id` is the planned id `e` answers.
 fn entry((id, e): (&PhoneId, &JobEntry<'_>), texts: &mut Texts) -> RecordEntry {
     RecordEntry {
         phone_id: id.shared(),
         job_id: e.job_id.map(JobId::shared),
-        error_code: e.error_code.map(|c| share(&mut texts.code, c)),
-        error_msg: e.error_msg.map(|m| share(&mut texts.msg, m)),
+        error_code: e.error_code.map(|c| share_last(&mut texts.code, c)),
+        error_msg: e.error_msg.map(|m| share_last(&mut texts.msg, m)),
         unknown: e.outcome == Outcome::Unknown,
     }
 }

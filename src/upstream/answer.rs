@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::credentials::Answer;
 use super::http::{describe, status_label};
-use crate::domain::PhoneId;
+use crate::domain::{PhoneId, share_last};
 
 /// One entry of CPH's `jobs` array, passed through as it came.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -185,11 +185,7 @@ pub fn cut_error_msg(msg: String) -> String {
 /// `text` cut to [`MAX_ERROR_MSG_CHARS`] characters, as a shared string:
 /// `last` again if it says the same.
 fn shared_cut(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
-    let cut = crate::domain::truncate(text, MAX_ERROR_MSG_CHARS);
-    match last {
-        Some(l) if **l == *cut => l.clone(),
-        _ => last.insert(Arc::from(cut)).clone(),
-    }
+    share_last(last, crate::domain::truncate(text, MAX_ERROR_MSG_CHARS))
 }
 
 /// A batch-stop answer read whole: 2xx with `jobs` is an answer (whatever
