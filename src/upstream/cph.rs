@@ -3,6 +3,10 @@
 //! and `list_jobs`, and the mapping of upstream answers to outcomes the fan-out can
 //! reason about (what is definite, what may be retried).
 
+mod send;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,7 +19,8 @@ use super::answer::{
     JOB_ANSWER_LIMIT, STOP_ANSWER_OVERHEAD, STOP_ANSWER_PER_PHONE, stop_outcome, transport_outcome,
 };
 use super::credentials::Authorization;
-use super::http::{BodyError, read_limited, retry_after, status_label};
+use super::direct::{DirectClient, Target};
+use super::http::{BodyError, read_limited, status_label};
 use crate::domain::{PhoneId, ProjectId, Region};
 use crate::telemetry::Metrics;
 use crate::tenants::Project;
@@ -47,19 +52,28 @@ pub fn stop_body(ids: &[PhoneId]) -> Vec<u8> {
 /// The CPH client. Cheap to share; connections are pooled per host.
 pub struct CphClient {
     http: reqwest::Client,
+    /// The batch-stop's own client, when no proxy may apply.
+    direct: Option<DirectClient>,
     endpoint: String,
     timeout: Duration,
     /// `upstream.max_response_bytes`.
     max_response_bytes: usize,
     metrics: std::sync::Arc<Metrics>,
-    /// Parsed batch-stop URL per (region, project): parsing a URL on every
-    /// call costs more than the rest of building the request.
-    stop_urls: std::sync::Mutex<std::collections::HashMap<(Region, ProjectId), reqwest::Url>>,
+    /// The batch-stop call per (region, project), prepared once: parsing
+    /// a URL on every call costs more than the rest of building it.
+    stop_targets: std::sync::Mutex<HashMap<(Region, ProjectId), Arc<StopTarget>>>,
+}
+
+/// A project's batch-stop URL and, on the direct client, its target.
+struct StopTarget {
+    url: reqwest::Url,
+    direct: Option<Target>,
 }
 
 impl CphClient {
     pub fn new(
         http: reqwest::Client,
+        direct: Option<DirectClient>,
         endpoint: String,
         timeout: Duration,
         max_response_bytes: usize,
@@ -67,28 +81,34 @@ impl CphClient {
     ) -> Self {
         Self {
             http,
+            direct,
             endpoint,
             timeout,
             max_response_bytes,
             metrics,
-            stop_urls: Default::default(),
+            stop_targets: Default::default(),
         }
     }
 
-    /// The project's batch-stop URL, parsed once.
-    fn stop_url(&self, project: &Project) -> Result<reqwest::Url, String> {
+    /// The project's batch-stop call, prepared once.
+    fn stop_target(&self, project: &Project) -> Result<Arc<StopTarget>, String> {
         let key = (project.region.clone(), project.id.clone());
-        let mut urls = self.stop_urls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(url) = urls.get(&key) {
-            return Ok(url.clone());
+        let mut targets = self.stop_targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = targets.get(&key) {
+            return Ok(t.clone());
         }
         let url = reqwest::Url::parse(&format!(
             "{}/cloud-phone/phones/batch-stop",
             self.base(project)
         ))
         .map_err(|e| format!("bad CPH URL: {e}"))?;
-        urls.insert(key, url.clone());
-        Ok(url)
+        let direct = match &self.direct {
+            Some(client) => Some(client.target(&url)?),
+            None => None,
+        };
+        let target = Arc::new(StopTarget { url, direct });
+        targets.insert(key, target.clone());
+        Ok(target)
     }
 
     fn base(&self, project: &Project) -> String {
@@ -134,41 +154,21 @@ impl CphClient {
         ids: &[PhoneId],
     ) -> CallOutcome {
         let body = stop_body(ids);
-        let request = self.stop_url(project).and_then(|url| {
-            self.request(
-                reqwest::Method::POST,
-                url,
-                project,
-                auth,
-                request_id,
-                Some(body),
-            )
-        });
-        let request = match request {
-            Ok(r) => r,
+        let target = match self.stop_target(project) {
+            Ok(t) => t,
             Err(e) => return CallOutcome::NotSent(e),
         };
+        let call = send::Call {
+            url: &target.url,
+            project,
+            auth,
+            request_id,
+            ids,
+        };
         let started = Instant::now();
-        let sent = request.send().await;
-        let outcome = match sent {
-            Err(e) => transport_outcome(&e),
-            Ok(resp) => {
-                let status = resp.status();
-                let headers_retry_after = retry_after(resp.headers());
-                // A batch's jobs take room in proportion to its phones; an
-                // error answer is one message (cut to 512 characters once
-                // read), so only the general limit applies to it.
-                let limit = if status.is_success() {
-                    self.stop_answer_limit(ids.len())
-                } else {
-                    self.max_response_bytes
-                };
-                match read_limited(resp, limit).await {
-                    Err(BodyError::Transport(e)) => transport_outcome(&e),
-                    Err(e @ BodyError::TooLarge { .. }) => CallOutcome::Broken(e.to_string()),
-                    Ok(bytes) => stop_outcome(status, &bytes, headers_retry_after, ids),
-                }
-            }
+        let outcome = match (&self.direct, &target.direct) {
+            (Some(client), Some(direct)) => self.stop_direct(client, direct, call, body).await,
+            _ => self.stop_pooled(call, body).await,
         };
         let elapsed = started.elapsed();
         self.metrics.upstream(outcome.label(), elapsed);

@@ -78,7 +78,7 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 /// A TLS failure among `e`'s sources (rustls reports it inside an I/O
 /// error), described for an operator.
-fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut source = Some(e);
     while let Some(s) = source {
         // An I/O error may wrap another; `source()` skips what it wraps.

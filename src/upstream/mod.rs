@@ -5,6 +5,7 @@ pub mod answer;
 pub mod cph;
 pub mod credential_state;
 pub mod credentials;
+pub mod direct;
 pub mod http;
 pub mod iam;
 pub mod probe;
@@ -90,8 +91,13 @@ impl Upstream {
             )
             .limit_responses(cfg.max_response_bytes),
         );
+        let direct = direct::DirectClient::new(&cfg).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "batch-stops go through the general client");
+            None
+        });
         let cph = CphClient::new(
             http,
+            direct,
             cfg.cph_endpoint.clone(),
             cfg.timeout,
             cfg.max_response_bytes,
