@@ -18,7 +18,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::metrics::{RouteName, Unlogged};
+use futures_util::FutureExt;
+
+use super::metrics::RouteNames;
 use crate::domain::{RequestId, TenantId};
 use crate::http::error::scope_request_id;
 use crate::telemetry::Metrics;
@@ -31,9 +33,16 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Debug, Clone, Copy)]
 pub struct RequestStarted(pub Instant);
 
+/// What the request context needs: the metrics and the routes' names.
+#[derive(Clone)]
+pub struct Context {
+    pub metrics: Arc<Metrics>,
+    pub names: RouteNames,
+}
+
 /// Outermost layer of every route.
 pub async fn request_context(
-    State(metrics): State<Arc<Metrics>>,
+    State(Context { metrics, names }): State<Context>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -44,16 +53,25 @@ pub async fn request_context(
             .get(REQUEST_ID_HEADER)
             .map(HeaderValue::as_bytes),
     );
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("other", MatchedPath::as_str);
+    let matched = req.extensions().get::<MatchedPath>();
+    let name = names.of(matched.map(MatchedPath::as_str));
+    let route = matched.map_or("other", MatchedPath::as_str);
     let span = tracing::info_span!("request", request_id = %id, route, method = %req.method());
     req.extensions_mut().insert(id.clone());
     req.extensions_mut().insert(RequestStarted(started));
     let header = HeaderValue::from_str(id.as_str()).ok();
     let log = Arc::new(RequestLog::default());
-    let mut resp = request_log::scope(log.clone(), scope_request_id(id, next.run(req)))
+    // A handler that panics is answered `CPHGW.0500`, logged and counted.
+    let handled = async {
+        match std::panic::AssertUnwindSafe(next.run(req))
+            .catch_unwind()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(panic) => super::fallback::panic_response(panic),
+        }
+    };
+    let mut resp = request_log::scope(log.clone(), scope_request_id(id, handled))
         .instrument(span.clone())
         .await;
     // A handler may name another id (a replay answers with the first
@@ -66,13 +84,9 @@ pub async fn request_context(
     let fields = log.take();
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    let name = resp
-        .extensions()
-        .get::<RouteName>()
-        .map_or("other", |r| r.0);
     let tenant = fields.tenant.as_ref().map_or("", TenantId::as_str);
-    metrics.request(name, status, tenant, elapsed);
-    if resp.extensions().get::<Unlogged>().is_none() {
+    metrics.request(name.name, status, tenant, elapsed);
+    if !name.unlogged {
         let _entered = span.enter();
         request_log::write_line(status, elapsed.as_secs_f64() * 1000.0, &fields, false);
     }

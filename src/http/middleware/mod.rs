@@ -8,22 +8,77 @@ mod metrics;
 use std::sync::Arc;
 
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
 
 pub use context::{REQUEST_ID_HEADER, RequestStarted, request_context};
 pub use fallback::{method_not_allowed, not_found};
-pub use metrics::{RouteName, Unlogged, named};
+pub use metrics::{Names, RouteName, RouteNames};
 
 use crate::telemetry::Metrics;
 
-/// Wraps every route of `router`, outermost first: the request context
-/// (request id, span, log line, metrics with the in-flight gauge), and
-/// panic catching.
-pub fn wrap(router: Router, metrics: Arc<Metrics>) -> Router {
-    router
-        .layer(CatchPanicLayer::custom(fallback::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            request_context,
-        ))
+/// Wraps every route of `router` in the request context (request id, span,
+/// log line, metrics with the in-flight gauge, the route's name from
+/// `names`, and panic catching): one layer, as each costs a boxed future
+/// and a service clone per request.
+pub fn wrap(router: Router, metrics: Arc<Metrics>, names: RouteNames) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        context::Context { metrics, names },
+        request_context,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    async fn call(router: &Router, path: &str) -> (StatusCode, String) {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn routes_are_counted_by_name_and_a_panic_is_answered_with_a_body() {
+        let metrics = Arc::new(Metrics::new());
+        let mut names = Names::default();
+        let router = Router::new()
+            .route(
+                names.add("/ok/{id}", "ok_route", false),
+                get(|| async { "fine" }),
+            )
+            .route(names.add("/boom", "boom_route", false), get(boom))
+            .fallback(not_found);
+        let router = wrap(router, metrics.clone(), names.done());
+
+        assert_eq!(
+            call(&router, "/ok/7").await,
+            (StatusCode::OK, "fine".into())
+        );
+        let (status, body) = call(&router, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("CPHGW.0500"), "{body}");
+        let (status, _) = call(&router, "/nowhere").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let text = metrics.render();
+        for (route, status) in [("ok_route", "200"), ("boom_route", "500"), ("other", "404")] {
+            assert!(
+                text.lines().any(|l| l.starts_with("cphgw_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))),
+                "no {route} {status} in\n{text}"
+            );
+        }
+    }
 }
