@@ -132,30 +132,41 @@ impl Fanout {
         let slot = self.upstream.slot(&project.id);
         let mut results: Vec<Option<BatchResult>> = (0..plan.batch_count()).map(|_| None).collect();
         let wanted = |i: &usize| todo.is_none_or(|t| t.get(*i).copied().unwrap_or(true));
+        let batch = |index: usize| {
+            let ids = plan.batch(index);
+            let span = tracing::debug_span!("batch", index, size = ids.len());
+            let slot = &slot;
+            let call = BatchCall {
+                project,
+                slot,
+                ids,
+                request_id,
+                deadline,
+                summary,
+            };
+            async move {
+                // Every batch earns a share of its project's retry
+                // budget; the calls of a split do not (they are outside
+                // the budget).
+                call.slot.budget.earn();
+                (index, self.run_batch_splitting(&call).await)
+            }
+            .instrument(span)
+        };
+        // One batch (most stops) runs right here: no stream of futures, no
+        // task of its own in one to allocate and move it into.
+        if plan.batch_count() == 1 {
+            if wanted(&0) {
+                let (index, result) = batch(0).await;
+                on_batch(index, &result);
+                results[index] = Some(result);
+            }
+            return results;
+        }
         // Indices, not slices, go through the stream: a closure taking a
         // borrowed slice trips the compiler's higher-ranked lifetime check.
         let mut running = futures_util::stream::iter((0..plan.batch_count()).filter(wanted))
-            .map(|index| {
-                let ids = plan.batch(index);
-                let span = tracing::debug_span!("batch", index, size = ids.len());
-                let slot = &slot;
-                let call = BatchCall {
-                    project,
-                    slot,
-                    ids,
-                    request_id,
-                    deadline,
-                    summary,
-                };
-                async move {
-                    // Every batch earns a share of its project's retry
-                    // budget; the calls of a split do not (they are outside
-                    // the budget).
-                    call.slot.budget.earn();
-                    (index, self.run_batch_splitting(&call).await)
-                }
-                .instrument(span)
-            })
+            .map(batch)
             .buffer_unordered(self.upstream.cfg.max_concurrency_per_request);
         while let Some((index, result)) = running.next().await {
             on_batch(index, &result);
