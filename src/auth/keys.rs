@@ -87,12 +87,17 @@ pub fn jwk_key(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
 
 /// The HS256 keys of the secrets as they are now (a secret read from a file
 /// follows the file), without duplicates.
+/// The key id of an HS256 secret.
+pub fn hs256_id(secret: &[u8]) -> u64 {
+    fingerprint("hs256", secret)
+}
+
 pub fn hs256_keys<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Vec<Key> {
     let mut keys: Vec<Key> = Vec::with_capacity(2);
     for secret in secrets {
         let value = secret.current();
         let bytes = value.expose_secret().as_bytes();
-        let id = fingerprint("hs256", bytes);
+        let id = hs256_id(bytes);
         if keys.iter().all(|k| k.id != id) {
             keys.push(Key {
                 alg: Algorithm::HS256,

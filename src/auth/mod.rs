@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, ConfigError};
@@ -113,6 +114,9 @@ pub struct Authenticator {
     /// Verified tokens by SHA-256 of the token, until their `exp`, with the
     /// id of the key that verified them.
     verified: moka::sync::Cache<[u8; 32], Verified>,
+    /// The key ids of the HS256 secrets' values seen last (a value's id is
+    /// a SHA-256 of it: worked out once per value, not per request).
+    hs256_ids: std::sync::Mutex<Vec<(Arc<secrecy::SecretString>, u64)>>,
 }
 
 #[derive(Clone)]
@@ -165,6 +169,7 @@ impl Authenticator {
             pem_keys,
             jwks,
             verified,
+            hs256_ids: std::sync::Mutex::default(),
         })
     }
 
@@ -260,7 +265,30 @@ impl Authenticator {
     fn key_is_live(&self, id: u64) -> bool {
         self.pem_keys.iter().any(|k| k.id == id)
             || self.jwks.as_ref().is_some_and(|j| j.has(id))
-            || self.hs256_keys().iter().any(|k| k.id == id)
+            || self.hs256_key_is_live(id)
+    }
+
+    /// Whether `id` is the key id of an HS256 secret's current value.
+    fn hs256_key_is_live(&self, id: u64) -> bool {
+        let secrets = [&self.cfg.hs256_secret, &self.cfg.hs256_previous_secret];
+        let mut known = self.hs256_ids.lock().unwrap_or_else(|e| e.into_inner());
+        secrets.into_iter().flatten().any(|secret| {
+            let value = secret.current();
+            let found = known.iter().find(|(v, _)| Arc::ptr_eq(v, &value));
+            let value_id = match found {
+                Some((_, value_id)) => *value_id,
+                None => {
+                    let value_id = keys::hs256_id(value.expose_secret().as_bytes());
+                    // Two secrets, each replaced now and then: a few entries.
+                    if known.len() >= 4 {
+                        known.remove(0);
+                    }
+                    known.push((value, value_id));
+                    value_id
+                }
+            };
+            value_id == id
+        })
     }
 
     fn hs256_keys(&self) -> Vec<Key> {
