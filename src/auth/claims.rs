@@ -137,7 +137,7 @@ pub fn caller(
         _ => Vec::new(),
     };
     Ok(Caller {
-        subject,
+        subject: subject.into(),
         tenant,
         roles,
         expires_at,

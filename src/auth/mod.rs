@@ -33,7 +33,7 @@ pub use mint::mint_hs256;
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The JWT `sub`.
-    pub subject: String,
+    pub subject: Arc<str>,
     /// The tenant claim; `None` when absent or not a valid tenant name.
     pub tenant: Option<TenantId>,
     pub roles: Vec<String>,

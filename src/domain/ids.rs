@@ -122,6 +122,11 @@ impl ProjectId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's shared string (no copy).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 /// A Huawei Cloud region such as `cn-east-3` or `ap-southeast-1`.
@@ -180,6 +185,11 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's shared string (no copy).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 impl fmt::Display for TenantId {
@@ -230,6 +240,11 @@ impl RequestId {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id's shared string (no copy).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 

@@ -42,7 +42,7 @@ use wait::Tracker;
 pub struct StopCall {
     pub tenant: TenantId,
     /// The `sub` of the caller's JWT.
-    pub caller: String,
+    pub caller: Arc<str>,
     pub project: Arc<Project>,
     pub plan: Plan,
     pub request_id: RequestId,
@@ -186,10 +186,10 @@ impl Stops {
 
     fn begin_record(&self, call: &StopCall, request_id: &RequestId) -> StopRecord {
         StopRecord {
-            tenant: call.tenant.as_str().to_owned(),
-            request_id: request_id.as_str().to_owned(),
+            tenant: call.tenant.shared(),
+            request_id: request_id.shared(),
             caller: call.caller.clone(),
-            project_id: call.project.id.as_str().to_owned(),
+            project_id: call.project.id.shared(),
             created_at: OffsetDateTime::now_utc(),
             batches: record::planned(&call.plan),
         }
@@ -307,10 +307,10 @@ impl Stops {
             start += len;
         }
         let record = Arc::new(StopRecord {
-            tenant: tenant.as_str().to_owned(),
-            request_id: request_id.as_str().to_owned(),
+            tenant: tenant.shared(),
+            request_id: request_id.shared(),
             caller: call.caller.clone(),
-            project_id: project.id.as_str().to_owned(),
+            project_id: project.id.shared(),
             created_at: resume.map_or_else(OffsetDateTime::now_utc, |r| r.created_at),
             batches,
         });

@@ -195,11 +195,11 @@ pub struct RecordBatch {
 /// What a stop did, kept for `tracking.retention_s`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopRecord {
-    pub tenant: String,
-    pub request_id: String,
+    pub tenant: Arc<str>,
+    pub request_id: Arc<str>,
     /// The `sub` of the JWT that made the stop.
-    pub caller: String,
-    pub project_id: String,
+    pub caller: Arc<str>,
+    pub project_id: Arc<str>,
     pub created_at: OffsetDateTime,
     pub batches: Vec<RecordBatch>,
 }

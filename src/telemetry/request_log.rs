@@ -17,7 +17,7 @@ use crate::domain::{ProjectId, TenantId};
 /// early has few).
 #[derive(Debug, Default)]
 pub struct Fields {
-    pub caller: Option<Box<str>>,
+    pub caller: Option<Arc<str>>,
     pub tenant: Option<TenantId>,
     pub project: Option<ProjectId>,
     pub ids: Option<usize>,

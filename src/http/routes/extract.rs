@@ -36,7 +36,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         match app.auth.verify_header(header).await {
             Ok(caller) => {
                 // The request log line says who called (never the token).
-                request_log::note(|f| f.caller = Some(caller.subject.as_str().into()));
+                request_log::note(|f| f.caller = Some(caller.subject.clone()));
                 Ok(Self(caller))
             }
             Err(e) => {

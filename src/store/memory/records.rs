@@ -41,7 +41,7 @@ pub fn record_bytes(r: &StopRecord) -> usize {
             .sum::<usize>()
 }
 
-type Id = (String, String);
+type Id = (Arc<str>, Arc<str>);
 
 struct Kept {
     record: Arc<StopRecord>,
@@ -126,7 +126,7 @@ impl Records {
     /// The record of (`tenant`, `request_id`), if kept and not expired.
     pub fn get(&self, tenant: &str, request_id: &str) -> Option<Arc<StopRecord>> {
         let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept = t.by_id.get(&(tenant.to_owned(), request_id.to_owned()))?;
+        let kept = t.by_id.get(&(Arc::from(tenant), Arc::from(request_id)))?;
         (kept.at.elapsed() < self.retention).then(|| kept.record.clone())
     }
 }

@@ -98,10 +98,10 @@ pub(super) fn bind_record<'q>(
     retention: &Retention,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(sql)
-        .bind(&record.tenant)
-        .bind(&record.request_id)
-        .bind(&record.caller)
-        .bind(&record.project_id)
+        .bind(&*record.tenant)
+        .bind(&*record.request_id)
+        .bind(&*record.caller)
+        .bind(&*record.project_id)
         .bind(record.created_at)
         .bind(retention.records.as_secs_f64())
         .bind(Json(batches))
@@ -137,15 +137,15 @@ pub(super) async fn put_records(
         Vec::with_capacity(n),
     );
     for record in records.iter().rev() {
-        if !seen.insert((record.tenant.as_str(), record.request_id.as_str())) {
+        if !seen.insert((&*record.tenant, &*record.request_id)) {
             continue;
         }
         let stored: Vec<StoredBatch<'_>> = record.batches.iter().map(StoredBatch::of).collect();
         batches.push(serde_json::to_string(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
-        tenants.push(record.tenant.as_str());
-        ids.push(record.request_id.as_str());
-        callers.push(record.caller.as_str());
-        projects.push(record.project_id.as_str());
+        tenants.push(&*record.tenant);
+        ids.push(&*record.request_id);
+        callers.push(&*record.caller);
+        projects.push(&*record.project_id);
         ats.push(record.created_at);
     }
     let insert = |sql: &'static str| {
@@ -216,10 +216,10 @@ pub(super) async fn record(
         let stored: Vec<StoredBatch<'_>> =
             serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         return Ok(Some(StopRecord {
-            tenant: tenant.to_owned(),
-            request_id: request_id.to_owned(),
-            caller: head.try_get(0)?,
-            project_id: head.try_get(1)?,
+            tenant: tenant.into(),
+            request_id: request_id.into(),
+            caller: head.try_get::<String, _>(0)?.into(),
+            project_id: head.try_get::<String, _>(1)?.into(),
             created_at: head.try_get(2)?,
             batches: stored.into_iter().map(StoredBatch::into_batch).collect(),
         }));
@@ -253,10 +253,10 @@ pub(super) async fn record(
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Some(StopRecord {
-        tenant: tenant.to_owned(),
-        request_id: request_id.to_owned(),
-        caller: head.try_get(0)?,
-        project_id: head.try_get(1)?,
+        tenant: tenant.into(),
+        request_id: request_id.into(),
+        caller: head.try_get::<String, _>(0)?.into(),
+        project_id: head.try_get::<String, _>(1)?.into(),
         created_at: head.try_get(2)?,
         batches,
     }))
