@@ -18,13 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::router::Routes;
 
 /// The timeouts of one connection (from `[server]`).
 #[derive(Debug, Clone, Copy)]
@@ -272,7 +273,7 @@ impl HttpBody for Tracked {
 /// Serves one connection until the client closes it, a timeout closes it,
 /// or it is asked to close (eviction, shutdown): an idle connection then
 /// closes at once, a busy one after its answer.
-pub async fn serve<IO>(io: IO, router: Router, state: Arc<ConnState>, timeouts: ConnTimeouts)
+pub async fn serve<IO>(io: IO, routes: Arc<Routes>, state: Arc<ConnState>, timeouts: ConnTimeouts)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -286,13 +287,9 @@ where
     let service_state = state.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = service_state.request_started();
-        let router = router.clone();
+        let routes = routes.clone();
         async move {
-            use tower::ServiceExt;
-            let resp = match router.oneshot(req.map(Body::new)).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
+            let resp = routes.call(req.map(Body::new)).await;
             Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
                 body,
                 _request: guard,

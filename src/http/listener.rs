@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
+use super::router::Routes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -107,7 +107,7 @@ const EXHAUSTED_PAUSE: Duration = Duration::from_millis(50);
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
-    router: Router,
+    routes: Arc<Routes>,
     limits: ListenerLimits,
     tls: Option<Arc<ReloadingTls>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -159,7 +159,7 @@ pub async fn serve(
         };
         spawn_connection(
             stream,
-            router.clone(),
+            routes.clone(),
             &conns,
             limits.timeouts,
             tls.clone(),
@@ -175,7 +175,7 @@ pub async fn serve(
 
 fn spawn_connection(
     stream: TcpStream,
-    router: Router,
+    routes: Arc<Routes>,
     conns: &Arc<Connections>,
     timeouts: ConnTimeouts,
     tls: Option<Arc<ReloadingTls>>,
@@ -187,9 +187,9 @@ fn spawn_connection(
     let conns = conns.clone();
     tokio::spawn(async move {
         match tls {
-            None => conn::serve(stream, router, state, timeouts).await,
+            None => conn::serve(stream, routes, state, timeouts).await,
             Some(tls) => match tls.accept(stream).await {
-                Ok(stream) => conn::serve(stream, router, state, timeouts).await,
+                Ok(stream) => conn::serve(stream, routes, state, timeouts).await,
                 // A scan, or a client without a certificate under mTLS, is
                 // not the gateway's fault: debug level.
                 Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),

@@ -1,25 +1,65 @@
 //! The two routers: the caller API, and the admin API with health, metrics
-//! and the API document. Each route carries its metric name.
+//! and the API document. Each route carries its metric name. The caller
+//! API's busiest route, the default-project stop, is also taken straight to
+//! its handler ([`Routes`]).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::ServiceExt;
 
-use super::middleware::{self, Names, method_not_allowed, not_found};
+use super::middleware::{self, Context, Names, method_not_allowed, not_found};
 use super::routes::{admin, health, jobs, status, stop, stops};
 use super::state::AppState;
 
-/// The caller API router.
-pub fn caller(state: Arc<AppState>) -> Router {
+/// The path of the default-project stop.
+const STOP: &str = "/v1/cloud-phone/phones/batch-stop";
+
+/// A server's routes: its router and, for the caller API, the stop route
+/// taken straight to its handler (in the same request context as every
+/// route, without the router's per-request service clones and boxes).
+#[derive(Clone)]
+pub struct Routes {
+    router: Router,
+    stop: Option<(Context, Arc<AppState>)>,
+}
+
+impl From<Router> for Routes {
+    fn from(router: Router) -> Self {
+        Self { router, stop: None }
+    }
+}
+
+impl Routes {
+    /// Answers `req`.
+    pub async fn call(&self, req: Request) -> Response {
+        if let Some((ctx, app)) = &self.stop
+            && req.method() == Method::POST
+            && req.uri().path() == STOP
+        {
+            let app = app.clone();
+            return middleware::in_context(ctx, Some(STOP), req, |req| {
+                Handler::call(stop::stop_default, req, app)
+            })
+            .await;
+        }
+        match self.router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The caller API.
+pub fn caller(state: Arc<AppState>) -> Routes {
     let mut names = Names::default();
     let router = Router::new()
-        .route(
-            names.add("/v1/cloud-phone/phones/batch-stop", "stop", false),
-            post(stop::stop_default),
-        )
+        .route(names.add(STOP, "stop", false), post(stop::stop_default))
         .route(
             names.add(
                 "/v1/{project_id}/cloud-phone/phones/batch-stop",
@@ -47,7 +87,14 @@ pub fn caller(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state.clone());
-    middleware::wrap(router, state.metrics.clone(), names.done())
+    let ctx = Context {
+        metrics: state.metrics.clone(),
+        names: names.done(),
+    };
+    Routes {
+        router: middleware::wrap(router, ctx.clone()),
+        stop: Some((ctx, state)),
+    }
 }
 
 /// The admin router: tenants, health, readiness, metrics, API document.
@@ -81,7 +128,11 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state.clone());
-    middleware::wrap(router, state.metrics.clone(), names.done())
+    let ctx = Context {
+        metrics: state.metrics.clone(),
+        names: names.done(),
+    };
+    middleware::wrap(router, ctx)
 }
 
 /// The OpenAPI 3.1 document of the caller and admin APIs.

@@ -116,7 +116,7 @@ impl App {
         let caller = listener::serve(
             "server.listen",
             self.listener,
-            router::caller(state.clone()),
+            Arc::new(router::caller(state.clone())),
             ListenerLimits {
                 max_connections: caller_limit,
                 timeouts,
@@ -127,7 +127,7 @@ impl App {
         let admin = listener::serve(
             "server.admin_listen",
             self.admin_listener,
-            router::admin(state.clone()),
+            Arc::new(router::admin(state.clone()).into()),
             ListenerLimits {
                 max_connections: admin_limit,
                 timeouts,

@@ -41,11 +41,26 @@ pub struct Context {
 }
 
 /// Outermost layer of every route.
-pub async fn request_context(
-    State(Context { metrics, names }): State<Context>,
+pub async fn request_context(State(ctx): State<Context>, req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let matched = matched.as_ref().map(MatchedPath::as_str);
+    in_context(&ctx, matched, req, |req| next.run(req)).await
+}
+
+/// Runs `handler` on `req` in the request's context: its id, span, log
+/// line and metrics, named after `matched` (the route's path pattern, if
+/// one matched), with a panic answered `CPHGW.0500`.
+pub async fn in_context<F, Fut>(
+    ctx: &Context,
+    matched: Option<&str>,
     mut req: Request,
-    next: Next,
-) -> Response {
+    handler: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let Context { metrics, names } = ctx;
     let started = Instant::now();
     let _in_flight = metrics.in_flight_guard();
     let id = RequestId::from_header(
@@ -53,9 +68,8 @@ pub async fn request_context(
             .get(REQUEST_ID_HEADER)
             .map(HeaderValue::as_bytes),
     );
-    let matched = req.extensions().get::<MatchedPath>();
-    let name = names.of(matched.map(MatchedPath::as_str));
-    let route = matched.map_or("other", MatchedPath::as_str);
+    let name = names.of(matched);
+    let route = matched.unwrap_or("other");
     let span = tracing::info_span!("request", request_id = %id, route, method = %req.method());
     req.extensions_mut().insert(id.clone());
     req.extensions_mut().insert(RequestStarted(started));
@@ -63,7 +77,7 @@ pub async fn request_context(
     let log = Arc::new(RequestLog::default());
     // A handler that panics is answered `CPHGW.0500`, logged and counted.
     let handled = async {
-        match std::panic::AssertUnwindSafe(next.run(req))
+        match std::panic::AssertUnwindSafe(handler(req))
             .catch_unwind()
             .await
         {

@@ -5,25 +5,18 @@ mod context;
 mod fallback;
 mod metrics;
 
-use std::sync::Arc;
-
 use axum::Router;
 
-pub use context::{REQUEST_ID_HEADER, RequestStarted, request_context};
+pub use context::{Context, REQUEST_ID_HEADER, RequestStarted, in_context, request_context};
 pub use fallback::{method_not_allowed, not_found};
 pub use metrics::{Names, RouteName, RouteNames};
-
-use crate::telemetry::Metrics;
 
 /// Wraps every route of `router` in the request context (request id, span,
 /// log line, metrics with the in-flight gauge, the route's name from
 /// `names`, and panic catching): one layer, as each costs a boxed future
 /// and a service clone per request.
-pub fn wrap(router: Router, metrics: Arc<Metrics>, names: RouteNames) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        context::Context { metrics, names },
-        request_context,
-    ))
+pub fn wrap(router: Router, ctx: Context) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(ctx, request_context))
 }
 
 #[cfg(test)]
@@ -34,7 +27,10 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::telemetry::Metrics;
 
     async fn boom() -> &'static str {
         panic!("boom")
@@ -59,7 +55,11 @@ mod tests {
             )
             .route(names.add("/boom", "boom_route", false), get(boom))
             .fallback(not_found);
-        let router = wrap(router, metrics.clone(), names.done());
+        let ctx = Context {
+            metrics: metrics.clone(),
+            names: names.done(),
+        };
+        let router = wrap(router, ctx);
 
         assert_eq!(
             call(&router, "/ok/7").await,
