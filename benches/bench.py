@@ -198,6 +198,11 @@ def table(path):
     p(f"machine: {r['nproc']} cores, {r['cpu']}, kernel {r['kernel']}; load average at start {r['load_start']}, at end {r['load_end']}")
     p(f"wrk -t{r['threads']} -c{r['conns']} -d{r['duration']}s (after a {r['warmup']} s warm-up), "
       f"single-id stop, sim latency 0; gateway log level info, to a file")
+    if r.get("rounds"):
+        p(f"scenario 1: the gateway first brought to its steady state (stop records at their bound), then the four peers "
+          f"in turns, {r['rounds']} rounds; each figure the median of its rounds "
+          f"(rps per round: sim {r['sim_rounds_rps']}, nginx {r['nginx_rounds_rps']}, HAProxy {r['haproxy_rounds_rps']}, "
+          f"gateway {r['gw_hs_rounds_rps']}; CPU us/request per round: HAProxy {r['haproxy_rounds_cpu']}, gateway {r['gw_hs_rounds_cpu']})")
     p("")
     p("| scenario | rps | p50 | p99 | gateway peak RSS | notes |")
     p("| --- | ---: | ---: | ---: | ---: | --- |")
