@@ -115,11 +115,29 @@ impl CphClient {
         format!("{}/v1/{}", project.region.fill(&self.endpoint), project.id)
     }
 
-    /// The one builder of calls to CPH: the project's credential (an IAM
-    /// token, or an AK/SK signature over the method, host, path, query,
-    /// content type, project id, security token and body), the request's
-    /// id, and the JSON body if there is one. A signed call is sent with the
-    /// canonical query it was signed with.
+    /// What every call to CPH carries besides its body, on either client:
+    /// the project's credential (an IAM token, or an AK/SK signature over
+    /// the method, host, path, query, content type, project id, security
+    /// token and body) and the request's id. A signed call is sent with the
+    /// canonical query it was signed with: `url`'s query is replaced by it.
+    fn call_headers(
+        method: &reqwest::Method,
+        url: &mut reqwest::Url,
+        project: &Project,
+        auth: &Authorization,
+        request_id: &str,
+        json_body: Option<&[u8]>,
+    ) -> Result<reqwest::header::HeaderMap, String> {
+        let content = json_body.map(|body| (JSON, body));
+        let mut headers = auth.headers(method, url, project.id.as_str(), content)?;
+        let id = reqwest::header::HeaderValue::from_str(request_id)
+            .map_err(|_| "the request id is not a header value".to_owned())?;
+        headers.insert("x-request-id", id);
+        Ok(headers)
+    }
+
+    /// A call to CPH on the pooled client: [`Self::call_headers`], the
+    /// timeout, and the JSON body if there is one.
     fn request(
         &self,
         method: reqwest::Method,
@@ -129,14 +147,19 @@ impl CphClient {
         request_id: &str,
         json_body: Option<Vec<u8>>,
     ) -> Result<reqwest::RequestBuilder, String> {
-        let content = json_body.as_deref().map(|body| (JSON, body));
-        let headers = auth.headers(&method, &mut url, project.id.as_str(), content)?;
+        let headers = Self::call_headers(
+            &method,
+            &mut url,
+            project,
+            auth,
+            request_id,
+            json_body.as_deref(),
+        )?;
         let mut builder = self
             .http
             .request(method, url)
             .timeout(self.timeout)
-            .headers(headers)
-            .header("x-request-id", request_id);
+            .headers(headers);
         if let Some(body) = json_body {
             builder = builder
                 .header(reqwest::header::CONTENT_TYPE, JSON)

@@ -17,17 +17,17 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::http::tls_problem;
+use super::http::{Capped, read_within, tls_problem};
 use crate::config::UpstreamConfig;
 
 /// Idle connections kept per origin.
@@ -295,46 +295,26 @@ impl Origin {
     }
 }
 
-/// Reads the answer's body, at most `limit` bytes (a declared length over
-/// it is refused before reading), then gives the connection back.
+/// Reads the answer's body within `limit` bytes (see
+/// [`super::http::read_within`]), then gives the connection back.
 pub async fn read_body(
     resp: Response<Incoming>,
     lease: Lease,
     limit: usize,
 ) -> Result<(StatusCode, HeaderMap, Bytes), CallError> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(CallError::TooLarge { limit });
-    }
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CallError::Broken(format!("unreadable answer: {e}")))?;
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        let had = first.as_ref().map_or(0, Bytes::len) + rest.len();
-        if had + chunk.len() > limit {
-            return Err(CallError::TooLarge { limit });
-        }
-        match &first {
-            None if rest.is_empty() => first = Some(chunk),
-            _ => {
-                if let Some(f) = first.take() {
-                    rest.reserve(declared.map_or(0, |n| n as usize).min(limit));
-                    rest.extend_from_slice(&f);
-                }
-                rest.extend_from_slice(&chunk);
-            }
-        }
-    }
+    let bytes = read_within(body, declared, limit)
+        .await
+        .map_err(|e| match e {
+            Capped::TooLarge { limit } => CallError::TooLarge { limit },
+            Capped::Failed(e) => CallError::Broken(format!("unreadable answer: {e}")),
+        })?;
     lease.origin.give_back(lease.sender);
-    let bytes = first.unwrap_or_else(|| rest.freeze());
     Ok((parts.status, parts.headers, bytes))
 }
 

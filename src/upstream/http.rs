@@ -150,25 +150,69 @@ pub enum BodyError {
     Transport(#[from] reqwest::Error),
 }
 
-/// Reads `resp`'s body, at most `limit` bytes: a declared length over the
-/// limit is refused before reading, and reading stops at the first byte
-/// over it, so an upstream cannot make the gateway hold more.
+/// Reads `resp`'s body, at most `limit` bytes (see [`read_within`]).
 pub async fn read_limited(
-    mut resp: reqwest::Response,
+    resp: reqwest::Response,
     limit: usize,
 ) -> Result<bytes::Bytes, BodyError> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge { limit });
+    let declared = resp.content_length();
+    let body = ::http::Response::from(resp).into_body();
+    read_within(body, declared, limit)
+        .await
+        .map_err(|e| match e {
+            Capped::TooLarge { limit } => BodyError::TooLarge { limit },
+            Capped::Failed(e) => BodyError::Transport(e),
+        })
+}
+
+/// Why a body read within a limit was not had.
+#[derive(Debug)]
+pub enum Capped<E> {
+    /// Longer than the limit (declared, or as it came).
+    TooLarge { limit: usize },
+    /// The body itself failed.
+    Failed(E),
+}
+
+/// Reads an answer's `body` (of any client), at most `limit` bytes: a
+/// `declared` length over the limit is refused before reading, and reading
+/// stops at the first byte over it, so an upstream cannot make the gateway
+/// hold more. A body that comes in one piece (most do) is taken as it is.
+pub async fn read_within<B>(
+    body: B,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<bytes::Bytes, Capped<B::Error>>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+{
+    use http_body_util::BodyExt;
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Capped::TooLarge { limit });
     }
-    let capacity = resp.content_length().map_or(0, |n| n as usize).min(limit);
-    let mut body = bytes::BytesMut::with_capacity(capacity);
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit });
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<bytes::Bytes> = None;
+    let mut rest = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame.map_err(Capped::Failed)?.into_data() else {
+            continue;
+        };
+        let had = first.as_ref().map_or(0, bytes::Bytes::len) + rest.len();
+        if had + chunk.len() > limit {
+            return Err(Capped::TooLarge { limit });
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            taken => {
+                if let Some(f) = taken {
+                    rest.reserve(declared.map_or(0, |n| n as usize).min(limit));
+                    rest.extend_from_slice(&f);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// IAM's code and message from an error answer, as `: error_code C,

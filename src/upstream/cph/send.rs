@@ -3,9 +3,7 @@
 //! client. Both read the answer within the same limits and come to the
 //! same outcomes.
 
-use http::HeaderValue;
-
-use super::{CallOutcome, CphClient, JSON, stop_outcome, transport_outcome};
+use super::{CallOutcome, CphClient, stop_outcome, transport_outcome};
 use crate::domain::PhoneId;
 use crate::tenants::Project;
 use crate::upstream::credentials::Authorization;
@@ -43,19 +41,17 @@ impl CphClient {
         body: Vec<u8>,
     ) -> CallOutcome {
         let mut url = call.url.clone();
-        let content = Some((JSON, body.as_slice()));
-        let mut headers = match call.auth.headers(
+        let headers = CphClient::call_headers(
             &reqwest::Method::POST,
             &mut url,
-            call.project.id.as_str(),
-            content,
-        ) {
+            call.project,
+            call.auth,
+            call.request_id,
+            Some(&body),
+        );
+        let headers = match headers {
             Ok(h) => h,
             Err(e) => return CallOutcome::NotSent(e),
-        };
-        match HeaderValue::from_str(call.request_id) {
-            Ok(v) => headers.insert("x-request-id", v),
-            Err(_) => return CallOutcome::NotSent("request id is not a header value".to_owned()),
         };
         // A signature may come with a canonical query to send.
         let signed;
