@@ -174,12 +174,8 @@ impl Stops {
         } else {
             None
         };
-        let record = answer.record.as_deref();
-        if let Err(e) = self
-            .store
-            .finish_key(&claim.tenant, &claim.key, kept, record)
-            .await
-        {
+        let record = answer.record.clone();
+        if let Err(e) = self.store.finish_key(claim, kept, record).await {
             tracing::warn!(error = %e, "idempotency key not finished; it is taken over when its lease ends");
         }
     }

@@ -293,10 +293,9 @@ pub trait Store: Send + Sync + 'static {
     /// in the same transaction.
     async fn finish_key(
         &self,
-        tenant: &str,
-        key: &str,
+        claim: &KeyClaim,
         answer: Option<(u16, Vec<u8>)>,
-        record: Option<&StopRecord>,
+        record: Option<Arc<StopRecord>>,
     ) -> Result<(), StoreError>;
 
     /// Writes whole stop records, each replacing one with the same tenant

@@ -211,7 +211,8 @@ async fn flood(addr: String, n: usize) -> Vec<TcpStream> {
 
 /// 8,000 idle or half-open connections against a gateway whose fd limit is
 /// 1,024: `/healthz` and a stop from a well-behaved client still answer
-/// within 1 s, and memory stays small.
+/// (within 3 s: a locked-out client would wait for ever; the margin is for
+/// a machine busy with other tests), and memory stays small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
     let sim = Sim::start(SimOptions::default()).await.expect("sim");
@@ -243,7 +244,7 @@ async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
         let fresh = reqwest::Client::new();
         let started = Instant::now();
         let health = tokio::time::timeout(
-            Duration::from_secs(1),
+            Duration::from_secs(3),
             fresh.get(format!("{}/healthz", gw.admin_url)).send(),
         )
         .await;
@@ -251,7 +252,7 @@ async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
         let started = Instant::now();
         let ids = vec![cph_sim::phone_id(PROJECT_A, 10 + round)];
         let stop = tokio::time::timeout(
-            Duration::from_secs(1),
+            Duration::from_secs(3),
             fresh
                 .post(format!("{}{STOP}", gw.url))
                 .bearer_auth(caller_token(TENANT_A))

@@ -1073,3 +1073,75 @@ async fn records_are_shared_by_replicas_and_pruned_whole_after_their_retention()
     .await;
     assert!(pruned, "expired records and their batch rows are deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_raced_on_two_replicas_run_once_each_and_replay_their_answer() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = TestApp::spawn_with(on_store(&db.url)).await;
+    let b = TestApp::spawn_with(on_store(&db.url)).await;
+    assert!(ready(&a.client, &a.admin_url).await && ready(&b.client, &b.admin_url).await);
+    map_acme(&a.client, &a.admin_url).await;
+    let mapped = eventually(Duration::from_secs(2), async || {
+        let get = admin_call(
+            &b.client,
+            &b.admin_url,
+            Method::GET,
+            "/admin/v1/tenants/acme",
+            None,
+            &[],
+        );
+        get.await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(mapped);
+    // Each key three times at once: twice on A (claims that may meet in one
+    // statement), once on B.
+    const KEYS: u32 = 40;
+    let stops = (0..KEYS).map(|k| {
+        let ids = a.phones(PROJECT_A, k * 3, 3);
+        let key = format!("race-{k}");
+        let (a, b) = (&a, &b);
+        async move {
+            let (one, two, three) = tokio::join!(
+                keyed_stop(&a.client, &a.url, &ids, &key),
+                keyed_stop(&a.client, &a.url, &ids, &key),
+                keyed_stop(&b.client, &b.url, &ids, &key),
+            );
+            (key, ids, [one, two, three])
+        }
+    });
+    let raced = futures_util::future::join_all(stops).await;
+    let sent = a.sim.stats().batch_stop_requests + b.sim.stats().batch_stop_requests;
+    assert_eq!(sent, u64::from(KEYS), "each key's stop reached CPH once");
+    for (key, ids, answers) in raced {
+        let mut answered = None;
+        for (status, _, body) in &answers {
+            match *status {
+                StatusCode::OK => {
+                    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(3), "{body}");
+                    if let Some(first) = &answered {
+                        assert_eq!(body, first, "{key}: one answer, replayed");
+                    }
+                    answered = Some(body.clone());
+                }
+                StatusCode::CONFLICT => assert_eq!(body["error_code"], "CPHGW.0007", "{body}"),
+                other => panic!("{key}: {other} {body}"),
+            }
+        }
+        let first = answered.unwrap_or_else(|| panic!("{key}: no request ran: {answers:?}"));
+        // Afterwards, either replica replays it.
+        let (status, headers, again) = keyed_stop(&b.client, &b.url, &ids, &key).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(
+            headers
+                .get("idempotent-replayed")
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+        assert_eq!(again, first);
+    }
+    let sent_after = a.sim.stats().batch_stop_requests + b.sim.stats().batch_stop_requests;
+    assert_eq!(sent_after, sent, "replays send nothing");
+}

@@ -304,14 +304,13 @@ impl Store for MemoryStore {
 
     async fn finish_key(
         &self,
-        tenant: &str,
-        key: &str,
+        claim: &KeyClaim,
         answer: Option<(u16, Vec<u8>)>,
-        record: Option<&StopRecord>,
+        record: Option<Arc<StopRecord>>,
     ) -> Result<(), StoreError> {
-        self.callers.finish(tenant, key, answer);
+        self.callers.finish(&claim.tenant, &claim.key, answer);
         if let Some(record) = record {
-            self.callers.put_record(Arc::new(record.clone()));
+            self.callers.put_record(record);
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Idempotency keys in SQL (stop records are in `records.rs`), and the
 //! prune of both. A key is claimed with one
-//! `INSERT .. ON CONFLICT DO NOTHING`; an existing one is read under a row
-//! lock and judged against the database's clock, the same for every replica.
+//! `INSERT .. ON CONFLICT DO NOTHING` (many keys in one, under load); an
+//! existing one is read under a row lock and judged against the database's
+//! clock, the same for every replica.
 //!
 //! These writes commit without waiting for the WAL to reach the disk (the
 //! store's connections use `synchronous_commit = off`; tenant changes turn
@@ -9,10 +10,16 @@
 //! what a database crash could lose of them (the last fraction of a second)
 //! costs at most a stop sent again, which CPH answers per phone.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 
-use super::records::{batches_json, bind_record, record_statement};
+use super::grouped::{Group, Grouped};
+use super::records::{
+    Columns, batches_json, bind_record, insert_records, record_statement, upsert_records,
+};
 use crate::store::{Claimed, KeyClaim, Retention, StopRecord};
 
 pub(super) async fn claim(
@@ -170,4 +177,196 @@ pub(super) async fn prune(pool: &PgPool) -> Result<(u64, u64), sqlx::Error> {
     .await?
     .try_get::<i64, _>(0)?;
     Ok((keys, u64::try_from(records).unwrap_or(0)))
+}
+
+/// Claims and finishes of keys, each kind grouped into statements (see
+/// `grouped`): what keeps a keyed stop from costing the database a round
+/// trip and a commit of its own twice over.
+pub(super) struct Keys {
+    pool: PgPool,
+    retention: Retention,
+    claims: Group<KeyClaim, bool>,
+    finishes: Group<Finish, ()>,
+}
+
+/// A key's answer and its stop's record, to be written together.
+struct Finish {
+    claim: KeyClaim,
+    status: u16,
+    body: Vec<u8>,
+    record: Arc<StopRecord>,
+}
+
+/// At most this many keys in one statement.
+const GROUP: usize = 256;
+
+impl Keys {
+    pub(super) fn new(pool: &PgPool, retention: Retention) -> Self {
+        let p = pool.clone();
+        let claims = Group::new(GROUP, move |claims| {
+            let pool = p.clone();
+            async move {
+                let ran = claim_new(&pool, &claims, &retention).await;
+                (claims, ran)
+            }
+        });
+        let p = pool.clone();
+        let finishes = Group::new(GROUP, move |finishes| {
+            let pool = p.clone();
+            async move {
+                let ran = finish_answered(&pool, &finishes, &retention).await;
+                (finishes, ran)
+            }
+        });
+        Self {
+            pool: pool.clone(),
+            retention,
+            claims,
+            finishes,
+        }
+    }
+
+    /// Claims a key: a new one in a group, one already there alone, under
+    /// its row lock.
+    pub(super) async fn claim(&self, claim: &KeyClaim) -> Result<Claimed, sqlx::Error> {
+        match self.claims.call(claim.clone()).await {
+            Grouped::Done(true) => Ok(Claimed::New),
+            Grouped::Down(why) => Err(down(why)),
+            Grouped::Done(false) | Grouped::Alone(_) => {
+                self::claim(&self.pool, claim, &self.retention).await
+            }
+        }
+    }
+
+    /// Ends a claim; an answer with its record goes in a group.
+    pub(super) async fn finish(
+        &self,
+        claim: &KeyClaim,
+        answer: Option<(u16, Vec<u8>)>,
+        record: Option<Arc<StopRecord>>,
+    ) -> Result<(), sqlx::Error> {
+        let (answer, record) = match (answer, record) {
+            (Some((status, body)), Some(record)) => {
+                let finish = Finish {
+                    claim: claim.clone(),
+                    status,
+                    body,
+                    record,
+                };
+                match self.finishes.call(finish).await {
+                    Grouped::Done(()) => return Ok(()),
+                    Grouped::Down(why) => return Err(down(why)),
+                    Grouped::Alone(f) => (Some((f.status, f.body)), Some(f.record)),
+                }
+            }
+            other => other,
+        };
+        let (tenant, key, record) = (&claim.tenant, &claim.key, record.as_deref());
+        self::finish(&self.pool, tenant, key, answer, record, &self.retention).await
+    }
+}
+
+/// A group's failure to reach the database, for each of its calls.
+fn down(why: String) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(why))
+}
+
+/// Inserts the keys that are new; answers, for each claim, whether its key
+/// was. A key twice in the group is inserted once, for its first claim.
+async fn claim_new(
+    pool: &PgPool,
+    claims: &[KeyClaim],
+    retention: &Retention,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut first = HashSet::with_capacity(claims.len());
+    let mut columns: [Vec<&str>; 4] = Default::default();
+    let mut leases = Vec::with_capacity(claims.len());
+    for c in claims {
+        if first.insert((c.tenant.as_str(), c.key.as_str())) {
+            for (col, v) in
+                columns
+                    .iter_mut()
+                    .zip([&c.tenant, &c.key, &c.fingerprint, &c.request_id])
+            {
+                col.push(v);
+            }
+            leases.push(c.lease.as_secs_f64());
+        }
+    }
+    let [tenants, keys, fingerprints, request_ids] = &columns;
+    let rows = sqlx::query(
+        "INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, lease_until, expires_at) \
+         SELECT t, k, f, r, now() + make_interval(secs => l), now() + make_interval(secs => $6) \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[]) AS u(t, k, f, r, l) \
+         ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
+    )
+    .bind(tenants)
+    .bind(keys)
+    .bind(fingerprints)
+    .bind(request_ids)
+    .bind(&leases)
+    .bind(retention.keys.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        inserted.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+    }
+    let mut answered = HashSet::with_capacity(claims.len());
+    Ok(claims
+        .iter()
+        .map(|c| {
+            let id = (c.tenant.clone(), c.key.clone());
+            inserted.contains(&id) && answered.insert(id)
+        })
+        .collect())
+}
+
+/// Stores the answers of keys and their stops' records: one statement. The
+/// answers go in as an upsert of the keys' rows (found by their unique
+/// index, row by row, whatever the planner makes of the group's size); a
+/// row that is no longer there is written again. A key twice in the group
+/// (a statement may not write a row twice) sends the group's calls alone.
+async fn finish_answered(
+    pool: &PgPool,
+    finishes: &[Finish],
+    retention: &Retention,
+) -> Result<Vec<()>, sqlx::Error> {
+    let columns = Columns::of(finishes.iter().map(|f| &*f.record))?;
+    let mut keys: [Vec<&str>; 4] = Default::default();
+    for f in finishes {
+        let c = &f.claim;
+        for (col, v) in keys
+            .iter_mut()
+            .zip([&c.tenant, &c.key, &c.fingerprint, &c.request_id])
+        {
+            col.push(v);
+        }
+    }
+    let statuses: Vec<i16> = finishes.iter().map(|f| f.status as i16).collect();
+    let bodies: Vec<&[u8]> = finishes.iter().map(|f| f.body.as_slice()).collect();
+    let sql = concat!(
+        "WITH k AS (INSERT INTO cphgw_idempotency_keys \
+           (tenant, key, fingerprint, request_id, status, body, expires_at) \
+         SELECT t, k, f, r, s, b, now() + make_interval(secs => $14) \
+         FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::int2[], $13::bytea[]) \
+           AS u(t, k, f, r, s, b) \
+         ON CONFLICT (tenant, key) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body, \
+           lease_until = NULL RETURNING 1) ",
+        upsert_records!()
+    );
+    let [tenants, keys, fingerprints, request_ids] = &keys;
+    columns
+        .bind(sql)
+        .bind(retention.records.as_secs_f64())
+        .bind(tenants)
+        .bind(keys)
+        .bind(fingerprints)
+        .bind(request_ids)
+        .bind(&statuses)
+        .bind(&bodies)
+        .bind(retention.keys.as_secs_f64())
+        .execute(pool)
+        .await?;
+    Ok(vec![(); finishes.len()])
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 mod callers;
+mod grouped;
 mod records;
 mod tenants;
 
@@ -51,6 +52,7 @@ pub struct PgStore {
     /// are serialised by the database anyway (one row lock), and a queue of
     /// admins must not look like a store that is down.
     writers: tokio::sync::Semaphore,
+    keys: callers::Keys,
 }
 
 impl PgStore {
@@ -86,6 +88,7 @@ impl PgStore {
             })
             .connect_lazy_with(options);
         Ok(Self {
+            keys: callers::Keys::new(&pool, retention),
             pool,
             up: Arc::new(AtomicBool::new(false)),
             retention,
@@ -110,56 +113,6 @@ impl PgStore {
                 Err(err)
             }
         }
-    }
-
-    /// Listens for change notifications in the background, for as long as
-    /// the process runs; reconnects by itself and then asks for a resync.
-    fn listen(&self) {
-        let pool = self.pool.clone();
-        let notify = self.notify.clone();
-        let up = self.up.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(250);
-            loop {
-                let listener = async {
-                    let mut l = PgListener::connect_with(&pool).await?;
-                    l.listen(CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(l)
-                }
-                .await;
-                let mut listener = match listener {
-                    Ok(l) => l,
-                    Err(e) => {
-                        up.store(false, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "store listener cannot connect");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                };
-                delay = Duration::from_millis(250);
-                // (Re)connected: what was sent meanwhile is lost.
-                notify.send_replace(RESYNC);
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(n)) => {
-                            if let Ok(rev) = n.payload().parse::<u64>() {
-                                notify.send_replace(rev);
-                            }
-                        }
-                        // The connection was lost; the next call reconnects.
-                        Ok(None) => {
-                            up.store(false, Ordering::Relaxed);
-                            notify.send_replace(RESYNC);
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "store listener lost");
-                            break;
-                        }
-                    }
-                }
-            }
-        });
     }
 }
 
@@ -354,18 +307,16 @@ impl Store for PgStore {
     }
 
     async fn claim_key(&self, claim: &KeyClaim) -> Result<Claimed, StoreError> {
-        self.seen(callers::claim(&self.pool, claim, &self.retention).await)
+        self.seen(self.keys.claim(claim).await)
     }
 
     async fn finish_key(
         &self,
-        tenant: &str,
-        key: &str,
+        claim: &KeyClaim,
         answer: Option<(u16, Vec<u8>)>,
-        record: Option<&StopRecord>,
+        record: Option<Arc<StopRecord>>,
     ) -> Result<(), StoreError> {
-        let done = callers::finish(&self.pool, tenant, key, answer, record, &self.retention).await;
-        self.seen(done)
+        self.seen(self.keys.finish(claim, answer, record).await)
     }
 
     async fn put_records(&self, records: &[Arc<StopRecord>]) -> Result<(), StoreError> {
@@ -390,7 +341,8 @@ impl Store for PgStore {
     }
 
     fn notifications(&self) -> watch::Receiver<u64> {
-        self.listening.call_once(|| self.listen());
+        self.listening
+            .call_once(|| tenants::listen(&self.pool, &self.notify, &self.up));
         self.notify.subscribe()
     }
 }

@@ -107,67 +107,115 @@ pub(super) fn bind_record<'q>(
         .bind(Json(batches))
 }
 
+/// Whole records as columns of arrays (for `unnest`), `$1`-`$6`: tenant,
+/// request id, caller, project, creation time, batches (JSON text). A
+/// request id seen twice (a caller's reused `X-Request-Id`) keeps its last
+/// record: one statement may not write a row twice.
+pub(super) struct Columns<'a> {
+    tenants: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    callers: Vec<&'a str>,
+    projects: Vec<&'a str>,
+    ats: Vec<time::OffsetDateTime>,
+    batches: Vec<String>,
+}
+
+impl<'a> Columns<'a> {
+    pub(super) fn of(
+        records: impl DoubleEndedIterator<Item = &'a StopRecord> + ExactSizeIterator,
+    ) -> Result<Self, sqlx::Error> {
+        let n = records.len();
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        let mut c = Self {
+            tenants: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            callers: Vec::with_capacity(n),
+            projects: Vec::with_capacity(n),
+            ats: Vec::with_capacity(n),
+            batches: Vec::with_capacity(n),
+        };
+        for record in records.rev() {
+            if !seen.insert((&*record.tenant, &*record.request_id)) {
+                continue;
+            }
+            let stored: Vec<StoredBatch<'_>> = record.batches.iter().map(StoredBatch::of).collect();
+            c.batches.push(
+                serde_json::to_string(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            );
+            c.tenants.push(&record.tenant);
+            c.ids.push(&record.request_id);
+            c.callers.push(&record.caller);
+            c.projects.push(&record.project_id);
+            c.ats.push(record.created_at);
+        }
+        Ok(c)
+    }
+
+    /// Binds `$1`-`$6`.
+    pub(super) fn bind<'q>(
+        &'q self,
+        sql: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql)
+            .bind(&self.tenants)
+            .bind(&self.ids)
+            .bind(&self.callers)
+            .bind(&self.projects)
+            .bind(&self.ats)
+            .bind(&self.batches)
+    }
+}
+
+/// Inserts the records of `Columns` (`$1`-`$6`, retention `$7`).
+macro_rules! insert_records {
+    () => {
+        "INSERT INTO cphgw_stop_records \
+           (tenant, request_id, caller, project_id, created_at, expires_at, batches) \
+         SELECT t, r, c, p, at, at + make_interval(secs => $7), b::jsonb \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]) \
+           AS u(t, r, c, p, at, b)"
+    };
+}
+pub(super) use insert_records;
+
+/// The same, replacing a record already there (a caller's reused request
+/// id, a resumed stop's head).
+macro_rules! upsert_records {
+    () => {
+        concat!(
+            insert_records!(),
+            " ON CONFLICT (tenant, request_id) DO UPDATE SET \
+             caller = EXCLUDED.caller, project_id = EXCLUDED.project_id, \
+             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, \
+             batches = EXCLUDED.batches"
+        )
+    };
+}
+pub(super) use upsert_records;
+
 /// Writes many whole records in one statement (one round trip, one
-/// commit): what the record writer sends under load. Columns go as arrays
-/// (`unnest`), and as a plain `INSERT` first: a request id seen before (a
-/// caller's reused `X-Request-Id`) makes it fail, and only then is the
-/// batch written again as an upsert, keeping the last record of an id.
+/// commit): what the record writer sends under load. A plain `INSERT`
+/// first: a request id seen before (a caller's reused `X-Request-Id`) makes
+/// it fail, and only then is the batch written again as an upsert.
 pub(super) async fn put_records(
     pool: &PgPool,
     records: &[std::sync::Arc<StopRecord>],
     retention: &Retention,
 ) -> Result<(), sqlx::Error> {
-    macro_rules! insert {
-        () => {
-            "INSERT INTO cphgw_stop_records \
-           (tenant, request_id, caller, project_id, created_at, expires_at, batches) \
-         SELECT t, r, c, p, at, at + make_interval(secs => $7), b::jsonb \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]) \
-           AS u(t, r, c, p, at, b)"
-        };
-    }
-    let mut seen = std::collections::HashSet::with_capacity(records.len());
-    let n = records.len();
-    let (mut tenants, mut ids, mut callers, mut projects, mut ats, mut batches) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for record in records.iter().rev() {
-        if !seen.insert((&*record.tenant, &*record.request_id)) {
-            continue;
-        }
-        let stored: Vec<StoredBatch<'_>> = record.batches.iter().map(StoredBatch::of).collect();
-        batches.push(serde_json::to_string(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
-        tenants.push(&*record.tenant);
-        ids.push(&*record.request_id);
-        callers.push(&*record.caller);
-        projects.push(&*record.project_id);
-        ats.push(record.created_at);
-    }
-    let insert = |sql: &'static str| {
-        sqlx::query(sql)
-            .bind(&tenants)
-            .bind(&ids)
-            .bind(&callers)
-            .bind(&projects)
-            .bind(&ats)
-            .bind(&batches)
-            .bind(retention.records.as_secs_f64())
-    };
-    match insert(insert!()).execute(pool).await {
+    let columns = Columns::of(records.iter().map(|r| &**r))?;
+    let secs = retention.records.as_secs_f64();
+    match columns
+        .bind(insert_records!())
+        .bind(secs)
+        .execute(pool)
+        .await
+    {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            insert(concat!(
-                insert!(),
-                " ON CONFLICT (tenant, request_id) DO UPDATE SET caller = EXCLUDED.caller, \
-                 project_id = EXCLUDED.project_id, created_at = EXCLUDED.created_at, \
-                 expires_at = EXCLUDED.expires_at, batches = EXCLUDED.batches"
-            ))
-            .execute(pool)
-            .await?;
+            columns
+                .bind(upsert_records!())
+                .bind(secs)
+                .execute(pool)
+                .await?;
         }
         done => {
             done?;

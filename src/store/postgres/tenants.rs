@@ -1,7 +1,14 @@
 //! The tenants and the audit in SQL: one transaction per change.
 
-use sqlx::postgres::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
 use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::watch;
+
+use super::RESYNC;
 
 use crate::store::{AuditAction, Precondition, StoreError, Written};
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
@@ -197,4 +204,54 @@ pub(super) async fn write_tenant(
     insert_event(&mut tx, who, action, Some(name), before.as_ref(), after).await?;
     tx.commit().await?;
     Ok(Ok(Written { before, revision }))
+}
+
+/// Listens for change notifications in the background, for as long as the
+/// process runs; reconnects by itself and then asks for a resync.
+pub(super) fn listen(pool: &PgPool, notify: &watch::Sender<u64>, up: &Arc<AtomicBool>) {
+    let pool = pool.clone();
+    let notify = notify.clone();
+    let up = up.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let listener = async {
+                let mut l = PgListener::connect_with(&pool).await?;
+                l.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            }
+            .await;
+            let mut listener = match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    up.store(false, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "store listener cannot connect");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            delay = Duration::from_millis(250);
+            // (Re)connected: what was sent meanwhile is lost.
+            notify.send_replace(RESYNC);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        if let Ok(rev) = n.payload().parse::<u64>() {
+                            notify.send_replace(rev);
+                        }
+                    }
+                    // The connection was lost; the next call reconnects.
+                    Ok(None) => {
+                        up.store(false, Ordering::Relaxed);
+                        notify.send_replace(RESYNC);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "store listener lost");
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }
