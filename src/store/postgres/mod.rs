@@ -26,12 +26,8 @@ use super::{
 };
 use crate::config::Secret;
 use crate::tenants::{TenantSpec, TenantsFile};
-pub use tenants::CHANNEL;
+pub use tenants::{CHANNEL, RESYNC};
 use tenants::{bump_revision, insert_event, lock_revision, read_all, write_one, write_tenant};
-
-/// Sent on the notification watch after a reconnect of the listener: what
-/// was notified meanwhile is lost, so everything is re-read.
-pub const RESYNC: u64 = u64::MAX;
 
 /// How long a call waits for a pooled connection before the store counts as
 /// down.

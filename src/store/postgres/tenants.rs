@@ -8,8 +8,6 @@ use sqlx::postgres::{PgListener, PgPool};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::watch;
 
-use super::RESYNC;
-
 use crate::store::{AuditAction, Precondition, StoreError, Written};
 use crate::tenants::{ProjectSpec, TenantSpec, TenantsFile};
 
@@ -207,6 +205,10 @@ pub(super) async fn write_tenant(
 }
 
 /// Listens for change notifications in the background, for as long as the
+/// Sent on the notification watch after a reconnect of the listener: what
+/// was notified meanwhile is lost, so everything is re-read.
+pub const RESYNC: u64 = u64::MAX;
+
 /// process runs; reconnects by itself and then asks for a resync.
 pub(super) fn listen(pool: &PgPool, notify: &watch::Sender<u64>, up: &Arc<AtomicBool>) {
     let pool = pool.clone();
