@@ -756,6 +756,29 @@ async fn map_acme(client: &reqwest::Client, admin_url: &str) {
     assert!(status.is_success(), "{status}: {reply}");
 }
 
+/// Two replicas on `db`, tenant acme put through the first and seen by the
+/// second.
+async fn two_replicas_with_acme(db: &TestDb) -> (TestApp, TestApp) {
+    let a = TestApp::spawn_with(on_store(&db.url)).await;
+    let b = TestApp::spawn_with(on_store(&db.url)).await;
+    assert!(ready(&a.client, &a.admin_url).await && ready(&b.client, &b.admin_url).await);
+    map_acme(&a.client, &a.admin_url).await;
+    let mapped = eventually(Duration::from_secs(2), async || {
+        let get = admin_call(
+            &b.client,
+            &b.admin_url,
+            Method::GET,
+            "/admin/v1/tenants/acme",
+            None,
+            &[],
+        );
+        get.await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(mapped, "replica B sees tenant acme");
+    (a, b)
+}
+
 /// A keyed stop on `base`: status, headers, body.
 async fn keyed_stop(
     client: &reqwest::Client,
@@ -780,24 +803,7 @@ async fn a_key_used_on_one_replica_is_replayed_by_another() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let a = TestApp::spawn_with(on_store(&db.url)).await;
-    let b = TestApp::spawn_with(on_store(&db.url)).await;
-    assert!(ready(&a.client, &a.admin_url).await && ready(&b.client, &b.admin_url).await);
-    map_acme(&a.client, &a.admin_url).await;
-    let mapped = eventually(Duration::from_secs(2), async || {
-        admin_call(
-            &b.client,
-            &b.admin_url,
-            Method::GET,
-            "/admin/v1/tenants/acme",
-            None,
-            &[],
-        )
-        .await
-        .0 == StatusCode::OK
-    })
-    .await;
-    assert!(mapped);
+    let (a, b) = two_replicas_with_acme(&db).await;
     let ids = a.phones(PROJECT_A, 0, 120);
     let (status, h1, first) = keyed_stop(&a.client, &a.url, &ids, "across-replicas").await;
     assert_eq!(status, StatusCode::OK, "{first}");
@@ -1079,23 +1085,7 @@ async fn keys_raced_on_two_replicas_run_once_each_and_replay_their_answer() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let a = TestApp::spawn_with(on_store(&db.url)).await;
-    let b = TestApp::spawn_with(on_store(&db.url)).await;
-    assert!(ready(&a.client, &a.admin_url).await && ready(&b.client, &b.admin_url).await);
-    map_acme(&a.client, &a.admin_url).await;
-    let mapped = eventually(Duration::from_secs(2), async || {
-        let get = admin_call(
-            &b.client,
-            &b.admin_url,
-            Method::GET,
-            "/admin/v1/tenants/acme",
-            None,
-            &[],
-        );
-        get.await.0 == StatusCode::OK
-    })
-    .await;
-    assert!(mapped);
+    let (a, b) = two_replicas_with_acme(&db).await;
     // Each key three times at once: twice on A (claims that may meet in one
     // statement), once on B.
     const KEYS: u32 = 40;
