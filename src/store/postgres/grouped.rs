@@ -62,84 +62,110 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
         }
     }
 
-    /// Makes the call in the next statement of its kind. The statement runs
-    /// in a task of its own: a caller that goes away does not hold up the
-    /// others in its group.
+    /// Makes the call in the next statement of its kind. With no statement
+    /// of its kind running and none waiting, the call runs at once, in the
+    /// caller's task (no hand-off); calls that come meanwhile wait, and go
+    /// in a task of its own, so that a caller that goes away does not hold
+    /// up the others in its group.
     pub(super) async fn call(&self, item: T) -> Grouped<T, R> {
         let (tx, rx) = oneshot::channel();
+        let mut item = Some(item);
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.waiting.push((item, tx));
-            let start = q.running < RUNNING;
-            if start {
+            let idle = q.running < RUNNING;
+            if idle {
                 q.running += 1;
             }
-            start
+            if !idle || !q.waiting.is_empty() {
+                q.waiting.extend(item.take().map(|i| (i, tx)));
+            }
+            idle
         };
-        if start {
-            tokio::spawn(drain(self.queue.clone(), self.run.clone(), self.most));
+        match (item, start) {
+            (Some(item), _) => {
+                let _done = Running(self.queue.clone(), self.run.clone(), self.most);
+                let (items, ran) = (self.run)(vec![item]).await;
+                answers(items, ran)
+                    .pop()
+                    .unwrap_or(Grouped::Down("no answer".into()))
+            }
+            (None, true) => {
+                let running = Running(self.queue.clone(), self.run.clone(), self.most);
+                tokio::spawn(drain(running));
+                rx.await
+                    .unwrap_or_else(|_| Grouped::Down("the store's writer stopped".into()))
+            }
+            (None, false) => rx
+                .await
+                .unwrap_or_else(|_| Grouped::Down("the store's writer stopped".into())),
         }
-        rx.await
-            .unwrap_or_else(|_| Grouped::Down("the store's writer stopped".into()))
     }
 }
 
-/// Counts a draining task out of its queue however it ends (a statement
-/// that panicked included: the calls behind it are not stranded).
-struct Running<T, R>(Arc<Mutex<Queue<T, R>>>, bool);
+/// A statement's run of its queue, counted out however it ends (a caller
+/// that went away, a statement that panicked): calls that came meanwhile
+/// then go to a drain of their own, not stranded.
+struct Running<T: Send + 'static, R: Send + 'static>(
+    Arc<Mutex<Queue<T, R>>>,
+    Arc<Run<T, R>>,
+    usize,
+);
 
-impl<T, R> Drop for Running<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Drop for Running<T, R> {
     fn drop(&mut self) {
-        if !self.1 {
-            let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.waiting.is_empty() {
             q.running -= 1;
+            return;
+        }
+        drop(q);
+        // Still counted as running: the drain takes the count over.
+        let next = Running(self.0.clone(), self.1.clone(), self.2);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(next));
         }
     }
 }
 
-/// Runs statements for what is waiting until nothing is.
-async fn drain<T, R>(queue: Arc<Mutex<Queue<T, R>>>, run: Arc<Run<T, R>>, most: usize) {
-    let mut running = Running(queue.clone(), false);
+/// Runs statements for what is waiting until nothing is (then its
+/// `Running` lets the count go, or hands over what came in between).
+async fn drain<T: Send + 'static, R: Send + 'static>(running: Running<T, R>) {
     loop {
         let group: Vec<_> = {
-            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.waiting.is_empty() {
-                q.running -= 1;
-                running.1 = true;
-                return;
+            let mut q = running.0.lock().unwrap_or_else(|e| e.into_inner());
+            let n = q.waiting.len().min(running.2);
+            if n == 0 {
+                break;
             }
-            let n = q.waiting.len().min(most);
             q.waiting.drain(..n).collect()
         };
-        let (items, answers): (Vec<T>, Vec<_>) = group.into_iter().unzip();
-        let n = items.len();
-        let (items, ran) = run(items).await;
-        match ran {
-            Ok(results) if results.len() == n => {
-                for (answer, r) in answers.into_iter().zip(results) {
-                    let _ = answer.send(Grouped::Done(r));
-                }
-            }
-            Err(
-                e @ (sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed),
-            ) => {
-                let why = e.to_string();
-                for answer in answers {
-                    let _ = answer.send(Grouped::Down(why.clone()));
-                }
-            }
-            // Refused for what is in it, or an answer that does not fit.
-            Ok(_) | Err(_) => {
-                for (answer, item) in answers.into_iter().zip(items) {
-                    let _ = answer.send(Grouped::Alone(item));
-                }
-            }
+        let (items, calls): (Vec<T>, Vec<_>) = group.into_iter().unzip();
+        let (items, ran) = (running.1)(items).await;
+        for (call, answer) in calls.into_iter().zip(answers(items, ran)) {
+            let _ = call.send(answer);
         }
+    }
+}
+
+/// What each call of a statement came to, in their order.
+fn answers<T, R>(items: Vec<T>, ran: Result<Vec<R>, sqlx::Error>) -> Vec<Grouped<T, R>> {
+    match ran {
+        Ok(results) if results.len() == items.len() => {
+            results.into_iter().map(Grouped::Done).collect()
+        }
+        Err(
+            e @ (sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed),
+        ) => {
+            let why = e.to_string();
+            items.iter().map(|_| Grouped::Down(why.clone())).collect()
+        }
+        // Refused for what is in it, or an answer that does not fit.
+        Ok(_) | Err(_) => items.into_iter().map(Grouped::Alone).collect(),
     }
 }
 
@@ -182,7 +208,8 @@ mod tests {
                 tokio::spawn(async move { group.call(i).await })
             })
             .collect();
-        // All six wait behind the first statement, then go four and two.
+        // The first runs in its caller's task; all six wait behind it, then
+        // go four and two.
         while group.queue.lock().unwrap().waiting.len() < 6 {
             tokio::task::yield_now().await;
         }
@@ -195,7 +222,62 @@ mod tests {
             }
         }
         assert_eq!(*sizes.lock().unwrap(), [1, 4, 2]);
-        assert_eq!(group.queue.lock().unwrap().running, 0);
+        // The drain counts itself out once it finds nothing left.
+        let idle = async {
+            while group.queue.lock().unwrap().running > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), idle)
+            .await
+            .expect("no statement left running");
+        // Idle again: the next call runs in the caller's task, alone.
+        assert!(matches!(group.call(9).await, Grouped::Done(18)));
+        assert_eq!(*sizes.lock().unwrap(), [1, 4, 2, 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_goes_away_mid_statement_strands_no_one() {
+        let sizes = Arc::new(StdMutex::new(Vec::new()));
+        let s = sizes.clone();
+        let group = Arc::new(Group::new(8, move |items: Vec<u32>| {
+            let sizes = s.clone();
+            async move {
+                let first = sizes.lock().unwrap().is_empty();
+                sizes.lock().unwrap().push(items.len());
+                if first {
+                    // Never ends: its caller is aborted.
+                    std::future::pending::<()>().await;
+                }
+                let same = items.clone();
+                (items, Ok(same))
+            }
+        }));
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.call(0).await }
+        });
+        while sizes.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (1..=3)
+            .map(|i| {
+                let group = group.clone();
+                tokio::spawn(async move { group.call(i).await })
+            })
+            .collect();
+        while group.queue.lock().unwrap().waiting.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        for (i, call) in (1..=3).zip(rest) {
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(5), call).await;
+            match answer.expect("answered").unwrap() {
+                Grouped::Done(r) => assert_eq!(r, i),
+                other => panic!("call {i}: {other:?}"),
+            }
+        }
+        assert_eq!(*sizes.lock().unwrap(), [1, 3]);
     }
 
     #[tokio::test]
