@@ -284,6 +284,11 @@ def table(path):
     t("IAM calls for 1,000 cold concurrent requests", iam, "== 1", iam == "1" and r.get("s6_all_ok") == "1")
     if "s7_store_rps" in r:
         ratio = f("s7_store_rps") / f("s7_mem_rps")
+        if "s7_mem_rounds_rps" in r:
+            p(f"scenario 7 in turns, medians of {len(r['s7_mem_rounds_rps'].split(','))} rounds (rps per round: "
+              f"memory {r['s7_mem_rounds_rps']}, store {r['s7_store_rounds_rps']}, store with keys "
+              f"{r['s7_idem_rounds_rps']}; p50 ms per round: store {r['s7_store_rounds_p50']}, "
+              f"store with keys {r['s7_idem_rounds_p50']})")
         p(f"shared store (scenario 7, same run): single-id stop {f('s7_mem_rps'):,.0f} rps without, "
           f"{f('s7_store_rps'):,.0f} rps with the store ({ratio:.2f}x); gateway CPU/request "
           f"{f('s7_mem_proxy_cpu_us'):.0f} -> {f('s7_store_proxy_cpu_us'):.0f} us; p99 "

@@ -2,8 +2,9 @@
 # shellcheck shell=bash
 
 # ---------------------------------------------------------------------------
-# 7. The shared store: single-id stop rps and CPU with and without it, in the
-# same run; propagation of an admin change between two replicas
+# 7. The shared store: single-id stop rps and CPU with and without it, and with
+# an Idempotency-Key, in turns in the same run; propagation of an admin change
+# between two replicas
 # ---------------------------------------------------------------------------
 if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
     && command -v psql >/dev/null 2>&1; then
@@ -23,16 +24,13 @@ if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
         sed -i 's/^\[auth\]$/[auth]\nallow_hs256_admin = true/' "$T/gateway-store-$i.toml"
     done
     "$BIN" tenants import --config "$T/gateway-store-1.toml" >/dev/null || die "tenants import failed"
-    # The same gateway without and with the store, back to back.
-    run_wrk s7_mem gw_hs "$GW$STOP_PATH" "$GW_PID"
     "$BIN" serve --config "$T/gateway-store-1.toml" 2>"$T/gateway-store-1.log" &
     ST1_PID=$!; PIDS+=("$ST1_PID")
     "$BIN" serve --config "$T/gateway-store-2.toml" 2>"$T/gateway-store-2.log" &
     ST2_PID=$!; PIDS+=("$ST2_PID")
     wait_http "http://127.0.0.1:$ST1_ADMIN/readyz"
     wait_http "http://127.0.0.1:$ST2_ADMIN/readyz"
-    run_wrk s7_store gw_hs "http://127.0.0.1:$ST1_PORT$STOP_PATH" "$ST1_PID"
-    # The same with a fresh Idempotency-Key on every request (a stop record each).
+    # With a fresh Idempotency-Key on every request (a stop record each).
     cp "$T/gw_hs.lua" "$T/gw_idem.lua"
     cat >>"$T/gw_idem.lua" <<'EOF'
 local threads = 0
@@ -45,7 +43,27 @@ function request()
     return wrk.format()
 end
 EOF
-    run_wrk s7_idem gw_idem "http://127.0.0.1:$ST1_PORT$STOP_PATH" "$ST1_PID"
+    # The memory-mode gateway (brought to its steady state first, as in
+    # scenario 1), the store without keys, the store with keys: in turns,
+    # ROUNDS times, each figure the median of its rounds (the machine's
+    # speed moves from minute to minute).
+    wrk -t"$THREADS" -c"$CONNS" -d"${BENCH_FILL:-6}s" -s "$T/gw_hs.lua" "$GW$STOP_PATH" >/dev/null
+    for r in $(seq "$ROUNDS"); do
+        run_wrk "s7_mem_r$r" gw_hs "$GW$STOP_PATH" "$GW_PID"
+        run_wrk "s7_store_r$r" gw_hs "http://127.0.0.1:$ST1_PORT$STOP_PATH" "$ST1_PID"
+        run_wrk "s7_idem_r$r" gw_idem "http://127.0.0.1:$ST1_PORT$STOP_PATH" "$ST1_PID"
+    done
+    python3 - "$RESULTS" "$ROUNDS" <<'PY' >>"$RESULTS"
+import statistics, sys
+path, rounds = sys.argv[1], int(sys.argv[2])
+got = dict(line.rstrip("\n").split("=", 1) for line in open(path) if "=" in line)
+for mode in ("s7_mem", "s7_store", "s7_idem"):
+    for field in ("rps", "p50", "p99", "errors", "sim_cpu_us", "proxy_cpu_us"):
+        vals = [float(got[f"{mode}_r{r}_{field}"]) for r in range(1, rounds + 1)]
+        print(f"{mode}_{field}={statistics.median(vals)}")
+    for field in ("rps", "p50"):
+        print(f"{mode}_rounds_{field}=" + ",".join(f"{float(got[f'{mode}_r{r}_{field}']):g}" for r in range(1, rounds + 1)))
+PY
     ADMIN_TOKEN="$("$BIN" token --admin --config "$T/gateway.toml")"
     put s7_propagation "$(python3 - "$ST1_ADMIN" "$ST2_ADMIN" "$ADMIN_TOKEN" "$REGION" <<'PY'
 import json, sys, time, urllib.request, urllib.error
