@@ -13,7 +13,8 @@
 #
 # Environment knobs (defaults in brackets): BENCH_DURATION [10] seconds per
 # wrk run, BENCH_WARMUP [2], BENCH_CONNECTIONS [64], BENCH_THREADS [2],
-# BENCH_ROUNDS [3] turns of the four peers in scenario 1, BENCH_FILL [6]
+# BENCH_ROUNDS [3] turns of the four peers in scenario 1 (and of the three
+# store modes in scenario 7), BENCH_FILL [6]
 # seconds of untimed stops that first bring the gateway's records to their bound.
 set -euo pipefail
 
