@@ -180,6 +180,34 @@ mod tests {
 
     use super::*;
 
+    type Call = tokio::task::JoinHandle<Grouped<u32, u32>>;
+
+    /// Call 0 (whose statement `run` records in `sizes`), then calls 1 to
+    /// `n` once it runs; returns when those wait behind it.
+    async fn first_then(
+        group: &Arc<Group<u32, u32>>,
+        sizes: &StdMutex<Vec<usize>>,
+        n: u32,
+    ) -> (Call, Vec<Call>) {
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.call(0).await }
+        });
+        while sizes.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let rest = (1..=n)
+            .map(|i| {
+                let group = group.clone();
+                tokio::spawn(async move { group.call(i).await })
+            })
+            .collect();
+        while group.queue.lock().unwrap().waiting.len() < n as usize {
+            tokio::task::yield_now().await;
+        }
+        (first, rest)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn calls_that_come_while_a_statement_runs_go_together_in_the_next() {
         let sizes = Arc::new(StdMutex::new(Vec::new()));
@@ -198,24 +226,9 @@ mod tests {
                 (items, Ok(doubled))
             }
         }));
-        let first = tokio::spawn({
-            let group = group.clone();
-            async move { group.call(0).await }
-        });
-        while sizes.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let rest: Vec<_> = (1..=6)
-            .map(|i| {
-                let group = group.clone();
-                tokio::spawn(async move { group.call(i).await })
-            })
-            .collect();
         // The first runs in its caller's task; all six wait behind it, then
         // go four and two.
-        while group.queue.lock().unwrap().waiting.len() < 6 {
-            tokio::task::yield_now().await;
-        }
+        let (first, rest) = first_then(&group, &sizes, 6).await;
         gate.add_permits(1);
         assert!(matches!(first.await.unwrap(), Grouped::Done(0)));
         for (i, call) in (1..=6).zip(rest) {
@@ -256,22 +269,7 @@ mod tests {
                 (items, Ok(same))
             }
         }));
-        let first = tokio::spawn({
-            let group = group.clone();
-            async move { group.call(0).await }
-        });
-        while sizes.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let rest: Vec<_> = (1..=3)
-            .map(|i| {
-                let group = group.clone();
-                tokio::spawn(async move { group.call(i).await })
-            })
-            .collect();
-        while group.queue.lock().unwrap().waiting.len() < 3 {
-            tokio::task::yield_now().await;
-        }
+        let (first, rest) = first_then(&group, &sizes, 3).await;
         first.abort();
         for (i, call) in (1..=3).zip(rest) {
             let answer = tokio::time::timeout(std::time::Duration::from_secs(5), call).await;
