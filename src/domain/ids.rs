@@ -235,8 +235,17 @@ impl RequestId {
             _ => Self::generate(),
         }
     }
+    /// 32 hex digits: the time in milliseconds since 1970 (12 digits),
+    /// then 80 random bits. Ids made later sort later (as UUIDv7 does), so a
+    /// store's records arrive at the end of its index on request ids rather
+    /// than anywhere in it; the random part keeps them unguessable.
     pub fn generate() -> Self {
-        Self(hex::encode(rand::random::<[u8; 16]>()).into())
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut bytes = rand::random::<[u8; 16]>();
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        Self(hex::encode(bytes).into())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -320,6 +329,35 @@ mod tests {
             32
         );
         assert_eq!(RequestId::from_header(None).as_str().len(), 32);
+    }
+
+    #[test]
+    fn made_request_ids_sort_by_time_and_differ() {
+        let a = RequestId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = RequestId::generate();
+        let c = RequestId::generate();
+        for id in [&a, &b, &c] {
+            assert!(
+                id.as_str()
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        assert!(
+            a.as_str() < b.as_str(),
+            "{} then {}",
+            a.as_str(),
+            b.as_str()
+        );
+        assert_ne!(b.as_str(), c.as_str());
+        // The first 12 digits are the time in milliseconds.
+        let ms = u64::from_str_radix(&b.as_str()[..12], 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(now.abs_diff(ms) < 60_000, "{ms} against {now}");
     }
 
     #[test]
