@@ -23,7 +23,6 @@ const STOP: &str = "/v1/cloud-phone/phones/batch-stop";
 /// A server's routes: its router and, for the caller API, the stop route
 /// taken straight to its handler (in the same request context as every
 /// route, without the router's per-request service clones and boxes).
-#[derive(Clone)]
 pub struct Routes {
     router: Router,
     stop: Option<(Context, Arc<AppState>)>,
@@ -87,10 +86,7 @@ pub fn caller(state: Arc<AppState>) -> Routes {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state.clone());
-    let ctx = Context {
-        metrics: state.metrics.clone(),
-        names: names.done(),
-    };
+    let ctx = Context::new(state.metrics.clone(), names);
     Routes {
         router: middleware::wrap(router, ctx.clone()),
         stop: Some((ctx, state)),
@@ -128,10 +124,7 @@ pub fn admin(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state.clone());
-    let ctx = Context {
-        metrics: state.metrics.clone(),
-        names: names.done(),
-    };
+    let ctx = Context::new(state.metrics.clone(), names);
     middleware::wrap(router, ctx)
 }
 

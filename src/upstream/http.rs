@@ -201,16 +201,16 @@ where
         if had + chunk.len() > limit {
             return Err(Capped::TooLarge { limit });
         }
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            taken => {
-                if let Some(f) = taken {
-                    rest.reserve(declared.map_or(0, |n| n as usize).min(limit));
-                    rest.extend_from_slice(&f);
-                }
-                rest.extend_from_slice(&chunk);
-            }
+        if first.is_none() && rest.is_empty() {
+            first = Some(chunk);
+            continue;
         }
+        // A second piece: from here on, the pieces are copied together.
+        if let Some(f) = first.take() {
+            rest.reserve(declared.map_or(0, |n| n as usize).min(limit));
+            rest.extend_from_slice(&f);
+        }
+        rest.extend_from_slice(&chunk);
     }
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }

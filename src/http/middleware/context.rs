@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use futures_util::FutureExt;
 
-use super::metrics::RouteNames;
+use super::metrics::{Names, RouteNames};
 use crate::domain::{RequestId, TenantId};
 use crate::http::error::scope_request_id;
 use crate::telemetry::Metrics;
@@ -38,6 +38,16 @@ pub struct RequestStarted(pub Instant);
 pub struct Context {
     pub metrics: Arc<Metrics>,
     pub names: RouteNames,
+}
+
+impl Context {
+    /// With the names of a router's routes, once they are all added.
+    pub fn new(metrics: Arc<Metrics>, names: Names) -> Self {
+        Self {
+            metrics,
+            names: names.done(),
+        }
+    }
 }
 
 /// Outermost layer of every route.

@@ -55,10 +55,7 @@ mod tests {
             )
             .route(names.add("/boom", "boom_route", false), get(boom))
             .fallback(not_found);
-        let ctx = Context {
-            metrics: metrics.clone(),
-            names: names.done(),
-        };
+        let ctx = Context::new(metrics.clone(), names);
         let router = wrap(router, ctx);
 
         assert_eq!(

@@ -17,9 +17,7 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use super::grouped::{Group, Grouped};
-use super::records::{
-    Columns, batches_json, bind_record, insert_records, record_statement, upsert_records,
-};
+use super::records::{Columns, insert_records, upsert_records};
 use crate::store::{Claimed, KeyClaim, Retention, StopRecord};
 
 pub(super) async fn claim(
@@ -104,56 +102,38 @@ pub(super) async fn claim(
     Ok(outcome)
 }
 
-pub(super) async fn finish(
+/// Lets a key go (its stop sent nothing: a retry runs as if it had never
+/// asked), and writes the stop's record, in one statement.
+async fn release(
     pool: &PgPool,
-    tenant: &str,
-    key: &str,
-    answer: Option<(u16, Vec<u8>)>,
+    claim: &KeyClaim,
     record: Option<&StopRecord>,
     retention: &Retention,
 ) -> Result<(), sqlx::Error> {
-    // The key's answer (or its release) and the record, in one statement.
-    let key_cte = match answer {
-        Some(_) => {
-            "k AS (UPDATE cphgw_idempotency_keys SET status = $10, body = $11, lease_until = NULL \
-             WHERE tenant = $8 AND key = $9 RETURNING 1),"
-        }
-        None => {
-            "k AS (DELETE FROM cphgw_idempotency_keys \
-             WHERE tenant = $8 AND key = $9 AND status IS NULL AND $10::int2 IS NULL AND $11::bytea IS NULL RETURNING 1),"
-        }
-    };
-    let (status, body) = match answer {
-        Some((status, body)) => (Some(status as i16), Some(body)),
-        None => (None, None),
-    };
     match record {
         Some(record) => {
-            let sql = record_statement(key_cte.trim_end_matches(','));
-            bind_record(&sql, record, batches_json(record.batches.iter()), retention)
-                .bind(tenant)
-                .bind(key)
-                .bind(status)
-                .bind(body)
+            let columns = Columns::of(std::iter::once(record))?;
+            let sql = concat!(
+                "WITH k AS (DELETE FROM cphgw_idempotency_keys \
+                 WHERE tenant = $8 AND key = $9 AND status IS NULL RETURNING 1) ",
+                upsert_records!()
+            );
+            columns
+                .bind(sql)
+                .bind(retention.records.as_secs_f64())
+                .bind(&claim.tenant)
+                .bind(&claim.key)
                 .execute(pool)
                 .await?;
         }
         None => {
-            let sql = format!(
-                "WITH {} SELECT count(*) FROM k",
-                key_cte.trim_end_matches(',')
+            sqlx::query(
+                "DELETE FROM cphgw_idempotency_keys WHERE tenant = $1 AND key = $2 AND status IS NULL",
             )
-            .replace("$8", "$1")
-            .replace("$9", "$2")
-            .replace("$10", "$3")
-            .replace("$11", "$4");
-            sqlx::query(&sql)
-                .bind(tenant)
-                .bind(key)
-                .bind(status)
-                .bind(body)
-                .execute(pool)
-                .await?;
+            .bind(&claim.tenant)
+            .bind(&claim.key)
+            .execute(pool)
+            .await?;
         }
     }
     Ok(())
@@ -194,7 +174,7 @@ struct Finish {
     claim: KeyClaim,
     status: u16,
     body: Vec<u8>,
-    record: Arc<StopRecord>,
+    record: Option<Arc<StopRecord>>,
 }
 
 /// At most this many keys in one statement.
@@ -238,37 +218,51 @@ impl Keys {
         }
     }
 
-    /// Ends a claim; an answer with its record goes in a group.
+    /// Ends a claim: an answer (with the stop's record) is stored in a
+    /// group, or alone when its group was refused; no answer lets the key go.
     pub(super) async fn finish(
         &self,
         claim: &KeyClaim,
         answer: Option<(u16, Vec<u8>)>,
         record: Option<Arc<StopRecord>>,
     ) -> Result<(), sqlx::Error> {
-        let (answer, record) = match (answer, record) {
-            (Some((status, body)), Some(record)) => {
-                let finish = Finish {
-                    claim: claim.clone(),
-                    status,
-                    body,
-                    record,
-                };
-                match self.finishes.call(finish).await {
-                    Grouped::Done(()) => return Ok(()),
-                    Grouped::Down(why) => return Err(down(why)),
-                    Grouped::Alone(f) => (Some((f.status, f.body)), Some(f.record)),
-                }
-            }
-            other => other,
+        let Some((status, body)) = answer else {
+            return release(&self.pool, claim, record.as_deref(), &self.retention).await;
         };
-        let (tenant, key, record) = (&claim.tenant, &claim.key, record.as_deref());
-        self::finish(&self.pool, tenant, key, answer, record, &self.retention).await
+        let finish = Finish {
+            claim: claim.clone(),
+            status,
+            body,
+            record,
+        };
+        match self.finishes.call(finish).await {
+            Grouped::Done(()) => Ok(()),
+            Grouped::Down(why) => Err(down(why)),
+            Grouped::Alone(f) => {
+                finish_answered(&self.pool, std::slice::from_ref(&f), &self.retention).await?;
+                Ok(())
+            }
+        }
     }
 }
 
 /// A group's failure to reach the database, for each of its calls.
 fn down(why: String) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(why))
+}
+
+/// The columns of keys for `unnest`: tenant, key, fingerprint, request id.
+fn key_columns<'a>(claims: impl Iterator<Item = &'a KeyClaim>) -> [Vec<&'a str>; 4] {
+    let mut columns: [Vec<&str>; 4] = Default::default();
+    for c in claims {
+        for (col, v) in columns
+            .iter_mut()
+            .zip([&c.tenant, &c.key, &c.fingerprint, &c.request_id])
+        {
+            col.push(v);
+        }
+    }
+    columns
 }
 
 /// Inserts the keys that are new; answers, for each claim, whether its key
@@ -278,22 +272,20 @@ async fn claim_new(
     claims: &[KeyClaim],
     retention: &Retention,
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let mut first = HashSet::with_capacity(claims.len());
-    let mut columns: [Vec<&str>; 4] = Default::default();
-    let mut leases = Vec::with_capacity(claims.len());
-    for c in claims {
-        if first.insert((c.tenant.as_str(), c.key.as_str())) {
-            for (col, v) in
-                columns
-                    .iter_mut()
-                    .zip([&c.tenant, &c.key, &c.fingerprint, &c.request_id])
-            {
-                col.push(v);
-            }
-            leases.push(c.lease.as_secs_f64());
-        }
-    }
-    let [tenants, keys, fingerprints, request_ids] = &columns;
+    let mut seen = HashSet::with_capacity(claims.len());
+    let first: Vec<bool> = claims
+        .iter()
+        .map(|c| seen.insert((c.tenant.as_str(), c.key.as_str())))
+        .collect();
+    let firsts = || {
+        claims
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(c, _)| c)
+    };
+    let [tenants, keys, fingerprints, request_ids] = &key_columns(firsts());
+    let leases: Vec<f64> = firsts().map(|c| c.lease.as_secs_f64()).collect();
     let rows = sqlx::query(
         "INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, lease_until, expires_at) \
          SELECT t, k, f, r, now() + make_interval(secs => l), now() + make_interval(secs => $6) \
@@ -308,17 +300,18 @@ async fn claim_new(
     .bind(retention.keys.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let mut inserted = HashSet::with_capacity(rows.len());
-    for row in &rows {
-        inserted.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
-    }
-    let mut answered = HashSet::with_capacity(claims.len());
+    let returned: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let inserted: HashSet<(&str, &str)> = returned
+        .iter()
+        .map(|(t, k)| (t.as_str(), k.as_str()))
+        .collect();
     Ok(claims
         .iter()
-        .map(|c| {
-            let id = (c.tenant.clone(), c.key.clone());
-            inserted.contains(&id) && answered.insert(id)
-        })
+        .zip(first)
+        .map(|(c, first)| first && inserted.contains(&(c.tenant.as_str(), c.key.as_str())))
         .collect())
 }
 
@@ -332,17 +325,9 @@ async fn finish_answered(
     finishes: &[Finish],
     retention: &Retention,
 ) -> Result<Vec<()>, sqlx::Error> {
-    let columns = Columns::of(finishes.iter().map(|f| &*f.record))?;
-    let mut keys: [Vec<&str>; 4] = Default::default();
-    for f in finishes {
-        let c = &f.claim;
-        for (col, v) in keys
-            .iter_mut()
-            .zip([&c.tenant, &c.key, &c.fingerprint, &c.request_id])
-        {
-            col.push(v);
-        }
-    }
+    let columns = Columns::of(finishes.iter().filter_map(|f| f.record.as_deref()))?;
+    let [tenants, keys, fingerprints, request_ids] =
+        &key_columns(finishes.iter().map(|f| &f.claim));
     let statuses: Vec<i16> = finishes.iter().map(|f| f.status as i16).collect();
     let bodies: Vec<&[u8]> = finishes.iter().map(|f| f.body.as_slice()).collect();
     let sql = concat!(
@@ -355,7 +340,6 @@ async fn finish_answered(
            lease_until = NULL RETURNING 1) ",
         upsert_records!()
     );
-    let [tenants, keys, fingerprints, request_ids] = &keys;
     columns
         .bind(sql)
         .bind(retention.records.as_secs_f64())

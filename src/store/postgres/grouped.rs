@@ -68,82 +68,101 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     /// Makes the call in the next statement of its kind. With no statement
     /// of its kind running and none waiting, the call runs at once, in the
     /// caller's task (no hand-off); calls that come meanwhile wait, and go
-    /// in a task of its own, so that a caller that goes away does not hold
-    /// up the others in its group.
+    /// in a task of their own, so that a caller that goes away does not
+    /// hold up the others in its group.
     pub(super) async fn call(&self, item: T) -> Grouped<T, R> {
         let (tx, rx) = oneshot::channel();
-        let mut item = Some(item);
-        let start = {
+        let turn = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let idle = q.running < RUNNING;
             if idle {
                 q.running += 1;
             }
-            if !idle || !q.waiting.is_empty() {
-                q.waiting.extend(item.take().map(|i| (i, tx)));
+            if idle && q.waiting.is_empty() {
+                Ok(item)
+            } else {
+                q.waiting.push((item, tx));
+                Err(idle)
             }
-            idle
         };
-        match (item, start) {
-            (Some(item), _) => {
-                let _done = Running(self.queue.clone(), self.run.clone(), self.most);
+        match turn {
+            Ok(item) => {
+                let _running = self.running();
                 let (items, ran) = (self.run)(vec![item]).await;
                 answers(items, ran)
                     .pop()
                     .unwrap_or(Grouped::Down("no answer".into()))
             }
-            (None, true) => {
-                let running = Running(self.queue.clone(), self.run.clone(), self.most);
-                tokio::spawn(drain(running));
+            Err(idle) => {
+                if idle {
+                    tokio::spawn(drain(self.queue.clone(), self.run.clone(), self.most));
+                }
                 rx.await
                     .unwrap_or_else(|_| Grouped::Down("the store's writer stopped".into()))
             }
-            (None, false) => rx
-                .await
-                .unwrap_or_else(|_| Grouped::Down("the store's writer stopped".into())),
+        }
+    }
+
+    /// The statement counted as running (by the caller, under the lock).
+    fn running(&self) -> Running<T, R> {
+        Running {
+            queue: self.queue.clone(),
+            run: self.run.clone(),
+            most: self.most,
         }
     }
 }
 
-/// A statement's run of its queue, counted out however it ends (a caller
+/// A statement counted as running, counted out however it ends (a caller
 /// that went away, a statement that panicked): calls that came meanwhile
-/// then go to a drain of their own, not stranded.
-struct Running<T: Send + 'static, R: Send + 'static>(
-    Arc<Mutex<Queue<T, R>>>,
-    Arc<Run<T, R>>,
-    usize,
-);
+/// then go to a drain task, not stranded.
+struct Running<T: Send + 'static, R: Send + 'static> {
+    queue: Arc<Mutex<Queue<T, R>>>,
+    run: Arc<Run<T, R>>,
+    most: usize,
+}
 
 impl<T: Send + 'static, R: Send + 'static> Drop for Running<T, R> {
     fn drop(&mut self) {
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.waiting.is_empty() {
             q.running -= 1;
             return;
         }
         drop(q);
-        // Still counted as running: the drain takes the count over.
-        let next = Running(self.0.clone(), self.1.clone(), self.2);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(next));
+        // Still counted: the drain takes the count over. (Outside a
+        // runtime the count goes, and the next call starts a drain.)
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(drain(self.queue.clone(), self.run.clone(), self.most));
+            }
+            Err(_) => self.queue.lock().unwrap_or_else(|e| e.into_inner()).running -= 1,
         }
     }
 }
 
 /// Runs statements for what is waiting until nothing is (then its
-/// `Running` lets the count go, or hands over what came in between).
-async fn drain<T: Send + 'static, R: Send + 'static>(running: Running<T, R>) {
+/// `Running` lets the count go, or hands over what came in between). The
+/// count, taken by whoever spawned the drain, is held by `Running` from the
+/// first poll: a drain dropped unpolled (a runtime shutting down) leaves
+/// it taken, and hands nothing on.
+async fn drain<T: Send + 'static, R: Send + 'static>(
+    queue: Arc<Mutex<Queue<T, R>>>,
+    run: Arc<Run<T, R>>,
+    most: usize,
+) {
+    let running = Running { queue, run, most };
     loop {
         let group: Vec<_> = {
-            let mut q = running.0.lock().unwrap_or_else(|e| e.into_inner());
-            let n = q.waiting.len().min(running.2);
+            let mut q = running.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let n = q.waiting.len().min(running.most);
             if n == 0 {
                 break;
             }
             q.waiting.drain(..n).collect()
         };
         let (items, calls): (Vec<T>, Vec<_>) = group.into_iter().unzip();
-        let (items, ran) = (running.1)(items).await;
+        let (items, ran) = (running.run)(items).await;
         for (call, answer) in calls.into_iter().zip(answers(items, ran)) {
             let _ = call.send(answer);
         }

@@ -11,21 +11,6 @@ use sqlx::types::Json;
 
 use crate::store::{RecordBatch, RecordEntry, Retention, StopRecord};
 
-/// The statement that writes a whole record: its head (`$1`-`$6`) and its
-/// batches (`$7`, a JSON array) in one row, replacing one with the same
-/// tenant and request id, after `with` (a common table expression on the
-/// idempotency key). One statement: one round trip, and atomic.
-pub(super) fn record_statement(with: &str) -> String {
-    format!(
-        "WITH {with} INSERT INTO cphgw_stop_records \
-           (tenant, request_id, caller, project_id, created_at, expires_at, batches) \
-         VALUES ($1, $2, $3, $4, $5, $5 + make_interval(secs => $6), $7::jsonb) \
-         ON CONFLICT (tenant, request_id) DO UPDATE SET caller = EXCLUDED.caller, \
-           project_id = EXCLUDED.project_id, created_at = EXCLUDED.created_at, \
-           expires_at = EXCLUDED.expires_at, batches = EXCLUDED.batches"
-    )
-}
-
 /// The statement that writes one batch's outcome as it comes (a row of its
 /// own in `cphgw_stop_batches`), and the record's head (`$1`-`$6`, no
 /// batches) if it is not there yet.
@@ -83,15 +68,13 @@ impl<'a> StoredBatch<'a> {
 }
 
 /// The batches of a record as the JSON array the statements read.
-pub(super) fn batches_json<'a>(
-    batches: impl Iterator<Item = &'a RecordBatch>,
-) -> serde_json::Value {
+fn batches_json<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> serde_json::Value {
     serde_json::to_value(batches.map(StoredBatch::of).collect::<Vec<_>>())
         .unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
 }
 
-/// Binds `record_statement`'s `$1`-`$7`.
-pub(super) fn bind_record<'q>(
+/// Binds `BATCH_STATEMENT`'s `$1`-`$7`: the record's head and `batches`.
+fn bind_record<'q>(
     sql: &'q str,
     record: &'q StopRecord,
     batches: serde_json::Value,
@@ -122,9 +105,9 @@ pub(super) struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     pub(super) fn of(
-        records: impl DoubleEndedIterator<Item = &'a StopRecord> + ExactSizeIterator,
+        records: impl DoubleEndedIterator<Item = &'a StopRecord>,
     ) -> Result<Self, sqlx::Error> {
-        let n = records.len();
+        let n = records.size_hint().0;
         let mut seen = std::collections::HashSet::with_capacity(n);
         let mut c = Self {
             tenants: Vec::with_capacity(n),
