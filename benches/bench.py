@@ -299,6 +299,18 @@ def table(path):
         p(f"with a fresh Idempotency-Key per request (store on): {f('s7_idem_rps'):,.0f} rps, p50 {f('s7_idem_p50')} ms, "
           f"p99 {f('s7_idem_p99')} ms, gateway CPU/request {f('s7_idem_proxy_cpu_us'):.0f} us")
         t("p50 added by an Idempotency-Key (store on)", f"{added:+.2f} ms", "<= +2 ms", added <= 2.0)
+        if "s7_floor_record_us" in r:
+            # With every core busy, a closed loop of C connections waits about
+            # C x (CPU per request) / cores: PostgreSQL's own CPU on the same
+            # cores bounds both store targets, whatever the gateway does.
+            rec, keyed = f("s7_floor_record_us"), f("s7_floor_keyed_us")
+            base = f("s7_mem_proxy_cpu_us") + f("s7_mem_sim_cpu_us")
+            cores = f("nproc")
+            p(f"PostgreSQL alone (pgbench, the gateway's statements, no gateway): {rec:.1f} us of CPU per stop "
+              f"record, {keyed:.1f} us per keyed stop. On these shared cores, with a gateway that spent nothing "
+              f"on the store: store / no store at most {base / (base + rec):.2f} (gateway + sim {base:.0f} us per "
+              f"request in memory mode), and a key adds at least {int(r['conns']) * (keyed - rec) / cores / 1000:+.2f} ms "
+              f"at p50 ({int(r['conns'])} connections x {keyed - rec:.0f} us / {cores:.0f} cores)")
     cr = f("gw_hs_proxy_cpu_us") / f("nginx_proxy_cpu_us")
     p(f"CPU per proxied request (robust to other load on the machine): gateway {f('gw_hs_proxy_cpu_us'):.0f} us, "
       f"nginx {f('nginx_proxy_cpu_us'):.0f} us ({cr:.1f}x), HAProxy with JWT {f('haproxy_proxy_cpu_us'):.0f} us "

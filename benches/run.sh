@@ -476,6 +476,9 @@ put s6_all_ok "$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])[
 log "scenario 6: $burst, IAM requests $iam"
 
 . "$ROOT/benches/store.sh"  # scenario 7: the shared store
+if [ -n "${BENCH_DB:-}" ]; then
+    . "$ROOT/benches/store_floor.sh"  # scenario 7: PostgreSQL's own cost (pgbench)
+fi
 
 # ---------------------------------------------------------------------------
 # Table
