@@ -39,7 +39,7 @@ floor_main() (
     local key="'key-' || :client_id || '-' || :n || '-' || g"
     local body="'[{\"index\":0,\"phone_ids\":[\"0a1b2c3d000000000000000000000007\"],\"upstream_request_ids\":[\"6b8c0f7e2d\"],\"entries\":[{\"phone_id\":\"0a1b2c3d000000000000000000000007\",\"status\":\"accepted\",\"job_id\":\"job-6b8c0f7e2d\"}]}]'"
     # record_cols ID: a record's columns (keyed stops' ids apart from the others').
-    record_cols() { echo "'acme', $1, 'svc-orders', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', now(), now() + make_interval(secs => 86400), $body::text::jsonb"; }
+    record_cols() { echo "'acme', $1, 'svc-orders', '0a1b2c3d4e5f60718293a4b5c6d7e8f9', now(), now() + make_interval(secs => 86400), $body::text::json"; }
     local key_cols="'acme', $key, repeat('f', 64), 'k' || $rid"
     # The record writer's statement (records.rs `insert_records!`).
     printf '\\set n :n + 1\nINSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at, batches) SELECT %s FROM generate_series(1, %s) g;\n' \

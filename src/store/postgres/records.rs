@@ -1,5 +1,5 @@
 //! Stop records in SQL: a whole record is one row of `cphgw_stop_records`
-//! (its batches in a `jsonb` column), written many at a time by the record
+//! (its batches in a `json` column), written many at a time by the record
 //! writer; a keyed stop's batch outcomes are rows of `cphgw_stop_batches` as
 //! they come (what a resumed stop reads), superseded by the whole record.
 
@@ -154,7 +154,7 @@ macro_rules! insert_records {
     () => {
         "INSERT INTO cphgw_stop_records \
            (tenant, request_id, caller, project_id, created_at, expires_at, batches) \
-         SELECT t, r, c, p, at, at + make_interval(secs => $7), b::jsonb \
+         SELECT t, r, c, p, at, at + make_interval(secs => $7), b::json \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]) \
            AS u(t, r, c, p, at, b)"
     };
