@@ -14,9 +14,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::Row;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnection, PgPool};
 
 use super::grouped::{Group, Grouped};
+use super::held::Held;
 use super::records::{Columns, insert_records, upsert_records};
 use crate::store::{Claimed, KeyClaim, Retention, StopRecord};
 
@@ -182,19 +183,30 @@ const GROUP: usize = 256;
 
 impl Keys {
     pub(super) fn new(pool: &PgPool, retention: Retention) -> Self {
-        let p = pool.clone();
+        // One statement of a kind runs at a time: each kind keeps its connection.
+        let held = Arc::new(Held::new(pool));
         let claims = Group::new(GROUP, move |claims| {
-            let pool = p.clone();
+            let held = held.clone();
             async move {
-                let ran = claim_new(&pool, &claims, &retention).await;
+                let ran = async {
+                    let mut conn = held.take().await?;
+                    let ran = claim_new(&mut conn, &claims, &retention).await;
+                    held.keep_if_ok(conn, ran)
+                }
+                .await;
                 (claims, ran)
             }
         });
-        let p = pool.clone();
+        let held = Arc::new(Held::new(pool));
         let finishes = Group::new(GROUP, move |finishes| {
-            let pool = p.clone();
+            let held = held.clone();
             async move {
-                let ran = finish_answered(&pool, &finishes, &retention).await;
+                let ran = async {
+                    let mut conn = held.take().await?;
+                    let ran = finish_answered(&mut conn, &finishes, &retention).await;
+                    held.keep_if_ok(conn, ran)
+                }
+                .await;
                 (finishes, ran)
             }
         });
@@ -239,7 +251,8 @@ impl Keys {
             Grouped::Done(()) => Ok(()),
             Grouped::Down(why) => Err(down(why)),
             Grouped::Alone(f) => {
-                finish_answered(&self.pool, std::slice::from_ref(&f), &self.retention).await?;
+                let mut conn = self.pool.acquire().await?;
+                finish_answered(&mut conn, std::slice::from_ref(&f), &self.retention).await?;
                 Ok(())
             }
         }
@@ -268,7 +281,7 @@ fn key_columns<'a>(claims: impl Iterator<Item = &'a KeyClaim>) -> [Vec<&'a str>;
 /// Inserts the keys that are new; answers, for each claim, whether its key
 /// was. A key twice in the group is inserted once, for its first claim.
 async fn claim_new(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     claims: &[KeyClaim],
     retention: &Retention,
 ) -> Result<Vec<bool>, sqlx::Error> {
@@ -298,7 +311,7 @@ async fn claim_new(
     .bind(request_ids)
     .bind(&leases)
     .bind(retention.keys.as_secs_f64())
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let returned: Vec<(String, String)> = rows
         .iter()
@@ -321,7 +334,7 @@ async fn claim_new(
 /// row that is no longer there is written again. A key twice in the group
 /// (a statement may not write a row twice) sends the group's calls alone.
 async fn finish_answered(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     finishes: &[Finish],
     retention: &Retention,
 ) -> Result<Vec<()>, sqlx::Error> {
@@ -350,7 +363,7 @@ async fn finish_answered(
         .bind(&statuses)
         .bind(&bodies)
         .bind(retention.keys.as_secs_f64())
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     Ok(vec![(); finishes.len()])
 }

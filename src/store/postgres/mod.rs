@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 mod callers;
 mod grouped;
+mod held;
 mod records;
 mod tenants;
 
@@ -36,7 +37,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A pooled connection idle this long is checked before it is used.
-const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+pub(super) const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 pub struct PgStore {
     pool: PgPool,
