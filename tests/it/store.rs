@@ -1135,3 +1135,53 @@ async fn keys_raced_on_two_replicas_run_once_each_and_replay_their_answer() {
     let sent_after = a.sim.stats().batch_stop_requests + b.sim.stats().batch_stop_requests;
     assert_eq!(sent_after, sent, "replays send nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_stops_recover_when_the_database_drops_the_gateways_connections() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = TestApp::spawn_with(on_store(&db.url)).await;
+    assert!(ready(&a.client, &a.admin_url).await);
+    map_acme(&a.client, &a.admin_url).await;
+    // Keys claimed and answered: the gateway keeps connections for both.
+    for k in 0..3 {
+        let ids = a.phones(PROJECT_A, k * 2, 2);
+        let (status, _, body) = keyed_stop(&a.client, &a.url, &ids, &format!("before-{k}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut admin = db.connect().await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'cph-gateway') t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 2,
+        "the gateway's connections were there: {killed}"
+    );
+    // Every stop after that answers with each phone, or 503 with its code,
+    // and keyed stops soon run again.
+    let mut ok_in_a_row = 0;
+    for n in 0..20 {
+        let ids = a.phones(PROJECT_A, 100 + n * 2, 2);
+        let (status, _, body) = keyed_stop(&a.client, &a.url, &ids, &format!("after-{n}")).await;
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["jobs"].as_array().map(Vec::len), Some(2), "{body}");
+                ok_in_a_row += 1;
+                if ok_in_a_row == 3 {
+                    break;
+                }
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["error_code"], "CPHGW.0304", "{body}");
+                ok_in_a_row = 0;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ok_in_a_row, 3, "keyed stops run again");
+}
