@@ -12,8 +12,8 @@ use sqlx::types::Json;
 use crate::store::{RecordBatch, RecordEntry, Retention, StopRecord};
 
 /// The statement that writes one batch's outcome as it comes (a row of its
-/// own in `cphgw_stop_batches`), and the record's head (`$1`-`$6`, no
-/// batches) if it is not there yet.
+/// own in `cphgw_stop_batches`, from `$7`: a JSON array of the batch), and
+/// the record's head (`$1`-`$6`, no batches) if it is not there yet.
 const BATCH_STATEMENT: &str = "WITH head AS ( \
        INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at) \
        VALUES ($1, $2, $3, $4, $5, $5 + make_interval(secs => $6)) \
@@ -65,29 +65,6 @@ impl<'a> StoredBatch<'a> {
             entries: self.entries.map(Cow::into_owned),
         }
     }
-}
-
-/// The batches of a record as the JSON array the statements read.
-fn batches_json<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> serde_json::Value {
-    serde_json::to_value(batches.map(StoredBatch::of).collect::<Vec<_>>())
-        .unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
-}
-
-/// Binds `BATCH_STATEMENT`'s `$1`-`$7`: the record's head and `batches`.
-fn bind_record<'q>(
-    sql: &'q str,
-    record: &'q StopRecord,
-    batches: serde_json::Value,
-    retention: &Retention,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(sql)
-        .bind(&*record.tenant)
-        .bind(&*record.request_id)
-        .bind(&*record.caller)
-        .bind(&*record.project_id)
-        .bind(record.created_at)
-        .bind(retention.records.as_secs_f64())
-        .bind(Json(batches))
 }
 
 /// Whole records as columns of arrays (for `unnest`), `$1`-`$6`: tenant,
@@ -207,20 +184,24 @@ pub(super) async fn put_records(
     Ok(())
 }
 
+/// Writes one batch's outcome as it comes (`BATCH_STATEMENT`), with the
+/// record's head if it is not there yet.
 pub(super) async fn put_record_batch(
     pool: &PgPool,
     record: &StopRecord,
     batch: &RecordBatch,
     retention: &Retention,
 ) -> Result<(), sqlx::Error> {
-    bind_record(
-        BATCH_STATEMENT,
-        record,
-        batches_json(std::iter::once(batch)),
-        retention,
-    )
-    .execute(pool)
-    .await?;
+    sqlx::query(BATCH_STATEMENT)
+        .bind(&*record.tenant)
+        .bind(&*record.request_id)
+        .bind(&*record.caller)
+        .bind(&*record.project_id)
+        .bind(record.created_at)
+        .bind(retention.records.as_secs_f64())
+        .bind(Json([StoredBatch::of(batch)]))
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
