@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Attacks on a cph-gateway binary, as issue 10 lists them, with numbers.
+"""Hostile-client and hostile-upstream attacks on a cph-gateway binary, with numbers.
 
     python3 benches/hostile.py GATEWAY_BIN [SIM_BIN]
 

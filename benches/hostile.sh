@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The attacks of issue 10 against the release binary, with numbers: RSS, open
+# Hostile-client and hostile-upstream attacks against the release binary, with numbers: RSS, open
 # fds, the latency of a well-behaved request, what the attacker got.
 #
 #     bash benches/hostile.sh [OLD_BINARY]
