@@ -43,13 +43,20 @@ impl Line {
 pub async fn check_config(args: CheckArgs) -> Result<(), String> {
     let config = Config::load(&args.config, &ProcessEnv).map_err(|e| e.to_string())?;
     let state = AppState::new(config).map_err(|e| e.to_string())?;
-    let registry = state.tenants.load();
-    println!(
-        "config OK: {} tenants, {} projects, {} IAM credentials",
-        registry.len(),
-        registry.projects().len(),
-        state.config.iam.credentials.len()
-    );
+    let credentials = state.config.iam.credentials.len();
+    if state.store.kind() == StoreKind::None {
+        let registry = state.tenants.load();
+        println!(
+            "config OK: {} tenants, {} projects, {credentials} credentials",
+            registry.len(),
+            registry.projects().len(),
+        );
+    } else {
+        // The mapping is the store's: read (and counted) by `--online`.
+        println!(
+            "config OK: tenants from the shared store (`--online` reads them), {credentials} credentials"
+        );
+    }
     if !args.online {
         return Ok(());
     }

@@ -149,3 +149,32 @@ async fn online_checks_fail_with_the_reason_and_exit_1() {
     assert!(failed[0].contains("unreachable"), "{out}");
     assert_eq!(lines_starting(&out, "PASS JWKS").len(), 1, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_it_counts_the_files_tenants_and_does_not_count_a_stores() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), "http://127.0.0.1:9");
+    let tenants = std::fs::read_to_string(dir.path().join("tenants.toml")).expect("tenants");
+    let expected = tenants
+        .lines()
+        .filter(|l| l.starts_with("[tenants.") && !l.contains(".projects"))
+        .count();
+    assert!(expected > 0, "{tenants}");
+    let (code, out) = check_config(&config, &[], &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!("config OK: {expected} tenants, ")),
+        "{out}"
+    );
+
+    // With a store the mapping is the store's: offline, nothing is read, and
+    // no count is claimed for it.
+    let store = [
+        ("CPHGW__STORE__URL_ENV", "TEST_STORE_URL"),
+        ("TEST_STORE_URL", "postgres://postgres@127.0.0.1:9/absent"),
+    ];
+    let (code, out) = check_config(&config, &[], &store).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("tenants from the shared store"), "{out}");
+    assert!(!out.contains(" 0 tenants"), "{out}");
+}
