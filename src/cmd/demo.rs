@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cph_gateway::config::{Config, ProcessEnv};
+use cph_gateway::config::{Config, ENV_PREFIX, ProcessEnv};
 use cph_gateway::{App, auth, shutdown_signal, telemetry};
 use cph_sim::{Faults, Sim, SimOptions, phone_id};
 
@@ -103,6 +103,13 @@ file = "{tenants}"
         password_file = password_file.display(),
     );
     let config_file = write("gateway.toml", &toml)?;
+    // Overrides apply to the demo's config as to any: say so, since one left
+    // set in the shell (an endpoint, say) would quietly change the demo.
+    let mut overrides: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with(ENV_PREFIX))
+        .collect();
+    overrides.sort();
     let config = Config::load(&config_file, &ProcessEnv).map_err(|e| e.to_string())?;
     let auth_cfg = config.auth.clone();
     let app = App::build(config).await.map_err(|e| e.to_string())?;
@@ -131,6 +138,12 @@ file = "{tenants}"
     )
     .map_err(|e| format!("cannot write {}: {e}", big_file.display()))?;
 
+    if !overrides.is_empty() {
+        println!(
+            "\nNote: these {ENV_PREFIX} overrides in the environment apply to the demo's config too: {}",
+            overrides.join(", ")
+        );
+    }
     println!(
         r#"
 cph-gateway demo is running.

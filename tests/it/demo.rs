@@ -45,6 +45,8 @@ async fn the_demo_prints_a_token_command_that_works_for_a_new_tenant() {
             "127.0.0.1:0",
         ])
         .env_clear()
+        // A harmless override: the demo names it.
+        .env("CPHGW__LIMITS__TENANT_RATE_PER_S", "100000")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).expect("stdout file"))
         .stderr(Stdio::null())
@@ -58,6 +60,15 @@ async fn the_demo_prints_a_token_command_that_works_for_a_new_tenant() {
     let text = read();
     let guard = Term(child.id());
     assert!(ready, "the demo did not start:\n{text}");
+
+    let note = text
+        .lines()
+        .find(|l| l.starts_with("Note: these CPHGW__ overrides"))
+        .unwrap_or_else(|| panic!("no note of the overrides:\n{text}"));
+    assert!(
+        note.ends_with(": CPHGW__LIMITS__TENANT_RATE_PER_S"),
+        "{note}"
+    );
 
     let tenant_line = text
         .lines()
