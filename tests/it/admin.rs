@@ -809,7 +809,7 @@ async fn sighup_reloads_the_tenants_file_of_the_real_binary() {
         GatewayProcess::start_against(&sim, &[("CPHGW__TENANTS__WATCH_INTERVAL_MS", "60000")])
             .await;
     let tenants = gw.tenants_file();
-    let client = reqwest::Client::new();
+    let client = client();
     let url = gw.url.clone();
     let stop = async |tenant: &str, project: &str| {
         let resp = client

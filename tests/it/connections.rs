@@ -217,7 +217,7 @@ async fn flood(addr: String, n: usize) -> Vec<TcpStream> {
 async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
     let sim = Sim::start(SimOptions::default()).await.expect("sim");
     let gw = GatewayProcess::start_limited(&sim, &[("RUST_LOG", "warn")], Some(1024)).await;
-    let client = reqwest::Client::new();
+    let client = client();
     // Warm up: an IAM token and pooled connections.
     let ids = vec![cph_sim::phone_id(PROJECT_A, 1)];
     let resp = client
@@ -241,7 +241,7 @@ async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
     );
 
     for round in 0..3 {
-        let fresh = reqwest::Client::new();
+        let fresh = crate::helpers::client();
         let started = Instant::now();
         let health = tokio::time::timeout(
             Duration::from_secs(3),

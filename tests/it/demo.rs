@@ -91,7 +91,7 @@ async fn the_demo_prints_a_token_command_that_works_for_a_new_tenant() {
 
     // A tenant added through the admin API, with a token of the printed command.
     let admin = run_printed(admin_line, "");
-    let client = reqwest::Client::new();
+    let client = client();
     let resp = client
         .put(format!("{admin_url}/admin/v1/tenants/initech"))
         .bearer_auth(&admin)

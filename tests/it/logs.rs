@@ -15,7 +15,7 @@ const FORGED: &str = "2026-11-30T00:00:00.000000Z  INFO forged: all phones stopp
 async fn a_newline_in_a_jwt_sub_cannot_forge_a_text_log_line() {
     let sim = Sim::start(Default::default()).await.expect("sim");
     let mut gw = GatewayProcess::start_against(&sim, &[("RUST_LOG", "info")]).await;
-    let client = reqwest::Client::new();
+    let client = client();
 
     let mut admin = claims(None, &[ADMIN_ROLE]);
     admin["sub"] = format!("ops\n{FORGED}\r\x1b[2K").into();

@@ -365,7 +365,7 @@ async fn logged_run() -> LoggedRun {
     let sim = Sim::start(Default::default()).await.expect("sim");
     let mut gw =
         GatewayProcess::start_against(&sim, &[("RUST_LOG", "trace"), ("LOG_FORMAT", "json")]).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let caller = mint(Algorithm::HS256, &unique_claims(TENANT_A), None);
     let admin = admin_token();
     let request_id = format!("sec-log-{:016x}", rand::random::<u64>());

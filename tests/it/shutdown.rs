@@ -54,7 +54,7 @@ async fn sigterm_finishes_the_stop_in_flight_then_exits_0() {
     let mut gw = start(&sim, grace.as_millis() as u64).await;
 
     let ids: Vec<String> = (0..10_000).map(|i| phone_id(PROJECT_A, i)).collect();
-    let request = reqwest::Client::new()
+    let request = client()
         .post(format!("{}{STOP}", gw.url))
         .bearer_auth(caller_token(TENANT_A))
         .json(&json!({ "phone_ids": ids }));
@@ -126,7 +126,7 @@ async fn sigterm_on_an_idle_gateway_exits_0_quickly() {
     let mut gw = start(&sim, 10_000).await;
     // One stop first, so that idle keep-alive connections exist.
     let ids = vec![phone_id(PROJECT_A, 1)];
-    let resp = reqwest::Client::new()
+    let resp = client()
         .post(format!("{}{STOP}", gw.url))
         .bearer_auth(caller_token(TENANT_A))
         .json(&json!({ "phone_ids": ids }))
@@ -152,7 +152,7 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     let sim = sim_with_latency(5_000).await;
     let mut gw = start(&sim, 500).await;
     let ids = vec![phone_id(PROJECT_A, 2)];
-    let request = reqwest::Client::new()
+    let request = client()
         .post(format!("{}{STOP}", gw.url))
         .bearer_auth(caller_token(TENANT_A))
         .json(&json!({ "phone_ids": ids }));

@@ -93,7 +93,7 @@ async fn a_heavy_tenant_cannot_run_the_gateway_out_of_memory() {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = client();
     let heavy = Arc::new(
         json!({"phone_ids": (0..10_000).map(|i| cph_sim::phone_id(PROJECT_A, i)).collect::<Vec<_>>()})
             .to_string(),
@@ -272,7 +272,7 @@ async fn a_minute_of_mixed_faults_loses_nothing() {
     let peak = watch_process(gw.child.id(), stop.clone());
     let hostile = tokio::spawn(hostile_connections(format!("127.0.0.1:{}", gw.port), until));
 
-    let client = reqwest::Client::new();
+    let client = client();
     let (mut answers, mut ids_checked, mut jobs_seen) = (0u64, 0u64, Vec::<String>::new());
     let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
     let sets = fault_sets();

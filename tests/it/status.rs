@@ -217,7 +217,7 @@ async fn request_log_lines_name_the_caller_and_debug_lists_the_phone_ids() {
     c["sub"] = "billing-service".into();
     let token = mint(jsonwebtoken::Algorithm::HS256, &c, None);
     let ids: Vec<String> = (0..3).map(|i| cph_sim::phone_id(PROJECT_A, i)).collect();
-    let resp = reqwest::Client::new()
+    let resp = client()
         .post(format!("{}{STOP}", gw.url))
         .bearer_auth(&token)
         .header("X-Request-Id", "log-caller-1")

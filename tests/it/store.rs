@@ -121,7 +121,7 @@ async fn three_replicas_serve_a_change_made_through_any_of_them_within_a_second(
     for _ in 0..3 {
         replicas.push(GatewayProcess::start_against(&sim, &env).await);
     }
-    let client = reqwest::Client::new();
+    let client = client();
     let mut puts = Vec::new();
     let mut deletes = Vec::new();
     // One admin change through `writer`; how long until every other
@@ -854,7 +854,7 @@ async fn a_stop_whose_replica_died_is_resumed_without_resending_what_had_an_outc
         ("CPHGW__LIMITS__REQUEST_TIMEOUT_MS", "4000"),
     ];
     let a = GatewayProcess::start_against(&sim, &env).await;
-    let client = reqwest::Client::new();
+    let client = client();
     map_acme(&client, &a.admin_url).await;
     let ids: Vec<String> = (0..100).map(|i| cph_sim::phone_id(PROJECT_A, i)).collect();
     let claimed_at = Instant::now();

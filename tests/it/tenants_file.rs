@@ -52,7 +52,7 @@ async fn admin_call(
     path: &str,
     body: Option<Value>,
 ) -> Option<u16> {
-    let mut req = reqwest::Client::new()
+    let mut req = client()
         .request(method, format!("{}{path}", gw.admin_url))
         .bearer_auth(admin_token());
     if let Some(b) = body {
@@ -65,7 +65,7 @@ async fn admin_call(
 }
 
 async fn stop_status(gw: &GatewayProcess, tenant: &str, project: &str) -> Option<StatusCode> {
-    let req = reqwest::Client::new()
+    let req = client()
         .post(format!("{}{STOP}", gw.url))
         .bearer_auth(caller_token(tenant))
         .json(&json!({"phone_ids": [cph_sim::phone_id(project, 1)]}))

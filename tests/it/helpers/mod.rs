@@ -370,7 +370,7 @@ impl TestApp {
             gateway,
             url,
             admin_url,
-            client: reqwest::Client::new(),
+            client: client(),
             dir,
             tenants_file,
         }
@@ -546,4 +546,15 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A client for the gateway under test. Like any client of a server that
+/// closes idle connections (`server.idle_timeout_ms`, 60 s), it drops its own
+/// idle ones sooner: a connection reused at the moment the gateway closes it
+/// fails the request (reqwest keeps them 90 s by default).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client")
 }

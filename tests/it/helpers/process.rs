@@ -83,7 +83,7 @@ impl GatewayProcess {
             admin_port,
             dir,
         };
-        let client = reqwest::Client::new();
+        let client = super::client();
         let readyz = format!("{}/readyz", gw.admin_url);
         let ready = eventually(Duration::from_secs(15), async || {
             client
