@@ -10,7 +10,8 @@
 # the least CPU PostgreSQL spends per stop record (written in batches of
 # FLOOR_RECORDS, as the record writer does under load) and per keyed stop
 # (its key claimed, then answered with its record, in groups of FLOOR_KEYS,
-# as under load). With the database on the gateway's cores, that is a floor
+# as under load), with the session settings of the gateway's connections
+# (`synchronous_commit = off`). With the database on the gateway's cores, that is a floor
 # under what the store and a key can cost, whatever the gateway does.
 # Needs psql and pgbench, and PostgreSQL at 127.0.0.1:5432 (user postgres).
 # shellcheck shell=bash
@@ -64,7 +65,8 @@ floor_main() (
         local c0 c1 tx u s
         c0=$(busy)
         # pgbench's own CPU, from its parent's rusage.
-        read -r u s < <(python3 -c 'import resource, subprocess, sys
+        # The session settings the gateway's store connections use (src/store/postgres).
+        read -r u s < <(PGOPTIONS='-c synchronous_commit=off' python3 -c 'import resource, subprocess, sys
 ok = subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT).returncode == 0
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(r.ru_utime, r.ru_stime) if ok else print("failed")' "$tmp/$1.out" \
