@@ -52,7 +52,7 @@ floor_main() (
             "$key_cols" "$keys"
         printf 'WITH k AS (INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, status, body, expires_at) SELECT %s, 200::int2, convert_to(%s, '"'UTF8'"'), now() + make_interval(secs => 86400) FROM generate_series(1, %s) g ON CONFLICT (tenant, key) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body, lease_until = NULL RETURNING 1) ' \
             "$key_cols" "$body" "$keys"
-        printf 'INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at, batches) SELECT %s FROM generate_series(1, %s) g ON CONFLICT (tenant, request_id) DO UPDATE SET caller = EXCLUDED.caller, project_id = EXCLUDED.project_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, batches = EXCLUDED.batches;\n' \
+        printf 'INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at, batches) SELECT %s FROM generate_series(1, %s) g;\n' \
             "$(record_cols "'k' || $rid")" "$keys"
     } >"$tmp/keyed.sql"
     # What making the values costs (subtracted, per generated row).

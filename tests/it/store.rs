@@ -1185,3 +1185,63 @@ async fn keyed_stops_recover_when_the_database_drops_the_gateways_connections() 
     }
     assert_eq!(ok_in_a_row, 3, "keyed stops run again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_stops_reusing_one_request_id_are_all_answered_and_replayed() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, _b) = two_replicas_with_acme(&db).await;
+    // Single-batch keyed stops, sent at once under one caller-chosen
+    // X-Request-Id: their answers meet in a statement that finds the
+    // request id's record already written, and still each one is stored.
+    const STOPS: u32 = 24;
+    let stop = |k: u32| {
+        let ids = a.phones(PROJECT_A, k * 2, 2);
+        let a = &a;
+        async move {
+            let resp = a
+                .client
+                .post(format!("{}{STOP}", a.url))
+                .bearer_auth(caller_token(TENANT_A))
+                .header("idempotency-key", format!("shared-id-{k}"))
+                .header("x-request-id", "one-id-for-all")
+                .json(&json!({ "phone_ids": ids }))
+                .send()
+                .await
+                .expect("gateway answers");
+            let status = resp.status();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            (
+                status,
+                replayed,
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let first = futures_util::future::join_all((0..STOPS).map(stop)).await;
+    for (k, (status, replayed, body)) in first.iter().enumerate() {
+        assert_eq!(*status, StatusCode::OK, "stop {k}: {body}");
+        assert!(!replayed, "stop {k} ran");
+        assert_eq!(body["jobs"].as_array().map(Vec::len), Some(2), "{body}");
+    }
+    assert_eq!(a.sim.stats().batch_stop_requests, u64::from(STOPS));
+    // Every key's answer was stored: each is replayed, sending nothing.
+    let again = futures_util::future::join_all((0..STOPS).map(stop)).await;
+    for (k, ((status, replayed, body), (_, _, was))) in again.iter().zip(&first).enumerate() {
+        assert_eq!(*status, StatusCode::OK, "stop {k}: {body}");
+        assert!(replayed, "stop {k} replayed");
+        assert_eq!(body, was, "stop {k}: its own answer");
+    }
+    assert_eq!(a.sim.stats().batch_stop_requests, u64::from(STOPS));
+    // The request id's record is one of theirs.
+    let (status, _, rec) = a
+        .get(
+            "/v1/cloud-phone/stops/one-id-for-all",
+            &caller_token(TENANT_A),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rec}");
+    let rec: Value = serde_json::from_str(&rec).expect("a record");
+    assert_eq!(rec["summary"]["total"], 2, "{rec}");
+}
