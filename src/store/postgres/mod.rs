@@ -17,6 +17,7 @@ use tokio::sync::watch;
 mod callers;
 mod grouped;
 mod held;
+mod keys;
 mod records;
 mod tenants;
 
@@ -49,7 +50,7 @@ pub struct PgStore {
     /// are serialised by the database anyway (one row lock), and a queue of
     /// admins must not look like a store that is down.
     writers: tokio::sync::Semaphore,
-    keys: callers::Keys,
+    keys: keys::Keys,
 }
 
 impl PgStore {
@@ -85,7 +86,7 @@ impl PgStore {
             })
             .connect_lazy_with(options);
         Ok(Self {
-            keys: callers::Keys::new(&pool, retention),
+            keys: keys::Keys::new(&pool, retention),
             pool,
             up: Arc::new(AtomicBool::new(false)),
             retention,
