@@ -9,8 +9,9 @@
 # Sourced by benches/run.sh (scenario 7), it adds them to the run's results:
 # the least CPU PostgreSQL spends per stop record (written in batches of
 # FLOOR_RECORDS, as the record writer does under load) and per keyed stop
-# (its key claimed, then answered with its record, in groups of FLOOR_KEYS,
-# as under load), with the session settings of the gateway's connections
+# (its key claimed, then answered with its record, FLOOR_KEYS keyed stops'
+# claims and as many answers in one statement, as under load), with the
+# session settings of the gateway's connections
 # (`synchronous_commit = off`). With the database on the gateway's cores, that is a floor
 # under what the store and a key can cost, whatever the gateway does.
 # Needs psql and pgbench, and PostgreSQL at 127.0.0.1:5432 (user postgres).
@@ -45,15 +46,19 @@ floor_main() (
     # The record writer's statement (records.rs `insert_records!`).
     printf '\\set n :n + 1\nINSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at, batches) SELECT %s FROM generate_series(1, %s) g;\n' \
         "$(record_cols "$rid")" "$records" >"$tmp/records.sql"
-    # A keyed stop's two statements (callers.rs `claim_new`, `finish_answered`).
+    # Keyed stops' writes (keys.rs `finish_sql`): one statement a group, the
+    # answers (with their records) of the stops claimed by the client's
+    # previous group and the claims of its next.
+    local answered="'acme', 'key-' || :client_id || '-' || :p || '-' || g, repeat('f', 64), 'k' || lpad(:p::text, 12, '0') || lpad(:client_id::text, 4, '0') || lpad(g::text, 16, '0')"
+    local answered_rid="lpad(:p::text, 12, '0') || lpad(:client_id::text, 4, '0') || lpad(g::text, 16, '0')"
     {
-        printf '\\set n :n + 1\n'
+        printf '\\set n :n + 1\n\\set p :n - 1\n'
+        printf 'WITH k AS (INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, status, body, expires_at) SELECT %s, 200::int2, convert_to(%s, '"'UTF8'"'), now() + make_interval(secs => 86400) FROM generate_series(1, %s) g ON CONFLICT (tenant, key) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body, lease_until = NULL RETURNING 1), ' \
+            "$answered" "$body" "$keys"
+        printf 'r AS (INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at, batches) SELECT %s FROM generate_series(1, %s) g) ' \
+            "$(record_cols "'k' || $answered_rid")" "$keys"
         printf 'INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, lease_until, expires_at) SELECT %s, now() + make_interval(secs => 30), now() + make_interval(secs => 86400) FROM generate_series(1, %s) g ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key;\n' \
             "$key_cols" "$keys"
-        printf 'WITH k AS (INSERT INTO cphgw_idempotency_keys (tenant, key, fingerprint, request_id, status, body, expires_at) SELECT %s, 200::int2, convert_to(%s, '"'UTF8'"'), now() + make_interval(secs => 86400) FROM generate_series(1, %s) g ON CONFLICT (tenant, key) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body, lease_until = NULL RETURNING 1) ' \
-            "$key_cols" "$body" "$keys"
-        printf 'INSERT INTO cphgw_stop_records (tenant, request_id, caller, project_id, created_at, expires_at, batches) SELECT %s FROM generate_series(1, %s) g;\n' \
-            "$(record_cols "'k' || $rid")" "$keys"
     } >"$tmp/keyed.sql"
     # What making the values costs (subtracted, per generated row).
     printf '\\set n :n + 1\nSELECT count(*) FROM (SELECT %s, %s FROM generate_series(1, %s) g) s;\n' \
