@@ -288,7 +288,8 @@ def table(path):
             p(f"scenario 7 in turns, medians of {len(r['s7_mem_rounds_rps'].split(','))} rounds (rps per round: "
               f"memory {r['s7_mem_rounds_rps']}, store {r['s7_store_rounds_rps']}, store with keys "
               f"{r['s7_idem_rounds_rps']}; p50 ms per round: store {r['s7_store_rounds_p50']}, "
-              f"store with keys {r['s7_idem_rounds_p50']})")
+              f"store with keys {r['s7_idem_rounds_p50']}" + (f", with keys over TLS {r['s7_idemtls_rounds_p50']}"
+              if "s7_idemtls_rounds_p50" in r else "") + ")")
         p(f"shared store (scenario 7, same run): single-id stop {f('s7_mem_rps'):,.0f} rps without, "
           f"{f('s7_store_rps'):,.0f} rps with the store ({ratio:.2f}x); gateway CPU/request "
           f"{f('s7_mem_proxy_cpu_us'):.0f} -> {f('s7_store_proxy_cpu_us'):.0f} us; p99 "
@@ -299,6 +300,11 @@ def table(path):
         p(f"with a fresh Idempotency-Key per request (store on): {f('s7_idem_rps'):,.0f} rps, p50 {f('s7_idem_p50')} ms, "
           f"p99 {f('s7_idem_p99')} ms, gateway CPU/request {f('s7_idem_proxy_cpu_us'):.0f} us")
         t("p50 added by an Idempotency-Key (store on)", f"{added:+.2f} ms", "<= +2 ms", added <= 2.0)
+        if "s7_idemtls_p50" in r:
+            p(f"the same over TLS to the database (its URL's default, sslmode=prefer; another replica on the same "
+              f"database, in the same rounds): {f('s7_idemtls_rps'):,.0f} rps, p50 {f('s7_idemtls_p50')} ms "
+              f"({f('s7_idemtls_p50') - f('s7_store_p50'):+.2f} ms over the store without keys), gateway CPU/request "
+              f"{f('s7_idemtls_proxy_cpu_us'):.0f} us")
         if "s7_floor_record_us" in r:
             # With every core busy, a closed loop of C connections waits about
             # C x (CPU per request) / cores: PostgreSQL's own CPU on the same
