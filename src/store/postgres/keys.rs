@@ -107,7 +107,7 @@ impl Keys {
                 run(&mut conn, &[], &[&f], &self.retention, true).await?;
                 Ok(())
             }
-            Grouped::Alone(Write::Claim(_)) => Err(down("a claim came back as a finish".into())),
+            Grouped::Alone(Write::Claim(_)) => Err(down("a finish came back as a claim".into())),
         }
     }
 }
