@@ -786,10 +786,25 @@ async fn keyed_stop(
     ids: &[String],
     key: &str,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let resp = client
+    keyed_stop_as(client, base, ids, key, None).await
+}
+
+/// A keyed stop on `base`, with the caller's `X-Request-Id` when given.
+async fn keyed_stop_as(
+    client: &reqwest::Client,
+    base: &str,
+    ids: &[String],
+    key: &str,
+    request_id: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = client
         .post(format!("{base}{STOP}"))
         .bearer_auth(caller_token(TENANT_A))
-        .header("idempotency-key", key)
+        .header("idempotency-key", key);
+    if let Some(id) = request_id {
+        req = req.header("x-request-id", id);
+    }
+    let resp = req
         .json(&json!({ "phone_ids": ids }))
         .send()
         .await
@@ -1200,23 +1215,10 @@ async fn keyed_stops_reusing_one_request_id_are_all_answered_and_replayed() {
         let ids = a.phones(PROJECT_A, k * 2, 2);
         let a = &a;
         async move {
-            let resp = a
-                .client
-                .post(format!("{}{STOP}", a.url))
-                .bearer_auth(caller_token(TENANT_A))
-                .header("idempotency-key", format!("shared-id-{k}"))
-                .header("x-request-id", "one-id-for-all")
-                .json(&json!({ "phone_ids": ids }))
-                .send()
-                .await
-                .expect("gateway answers");
-            let status = resp.status();
-            let replayed = resp.headers().contains_key("idempotent-replayed");
-            (
-                status,
-                replayed,
-                resp.json::<Value>().await.unwrap_or(Value::Null),
-            )
+            let key = format!("shared-id-{k}");
+            let (status, headers, body) =
+                keyed_stop_as(&a.client, &a.url, &ids, &key, Some("one-id-for-all")).await;
+            (status, headers.contains_key("idempotent-replayed"), body)
         }
     };
     let first = futures_util::future::join_all((0..STOPS).map(stop)).await;
