@@ -144,11 +144,11 @@ macro_rules! claims {
 
 /// The statement for a group's answers and claims. Records are inserted: a
 /// record is already there only for a stop of several batches (its
-/// outcomes written as they came) or a caller's reused request id. The
-/// first kind, or `replace` (a finish made alone after its group was
-/// refused), makes it an upsert; the second fails the group, whose calls
-/// are then made again alone. (An upsert of every record cost the database
-/// 3 of a keyed stop's 36 µs, `store_floor.sh`.)
+/// outcomes written as they came) or a caller's reused request id. With
+/// `replace` (the first kind in the group, or a finish made alone after its
+/// group was refused) they are upserted; the second kind fails the group,
+/// whose calls are then made again alone. (An upsert of every record cost
+/// the database 3 of a keyed stop's 36 µs, `store_floor.sh`.)
 fn finish_sql(replace: bool) -> &'static str {
     if replace {
         concat!(answers!(), ", r AS (", upsert_records!(), ") ", claims!())
@@ -182,10 +182,7 @@ async fn write(
             _ => None,
         })
         .collect();
-    let replace = finishes
-        .iter()
-        .any(|f| f.record.as_ref().is_some_and(|r| r.batches.len() > 1));
-    let rows = run(conn, &firsts, &finishes, retention, replace).await?;
+    let rows = run(conn, &firsts, &finishes, retention, false).await?;
     let returned: Vec<(String, String)> = rows
         .iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -206,15 +203,20 @@ async fn write(
         .collect())
 }
 
-/// Runs the statement for `claims` and `finishes`: the rows of the keys
-/// inserted.
+/// Runs the statement for `claims` and `finishes` (`alone`: a finish made
+/// alone after its group was refused): the rows of the keys inserted.
 async fn run(
     conn: &mut PgConnection,
     claims: &[&KeyClaim],
     finishes: &[&Finish],
     retention: &Retention,
-    replace: bool,
+    alone: bool,
 ) -> Result<Vec<PgRow>, sqlx::Error> {
+    // A record of several batches may be there already (see `finish_sql`).
+    let replace = alone
+        || finishes
+            .iter()
+            .any(|f| f.record.as_ref().is_some_and(|r| r.batches.len() > 1));
     let columns = Columns::of(finishes.iter().filter_map(|f| f.record.as_deref()))?;
     let [tenants, keys, fingerprints, request_ids] =
         &key_columns(finishes.iter().map(|f| &f.claim));
