@@ -28,7 +28,7 @@ pub use limits::LimitsConfig;
 pub use load::{ENV_PREFIX, Env, ProcessEnv};
 pub use placeholder::placeholder;
 pub use secret::{Secret, SecretSource};
-pub use server::ServerConfig;
+pub use server::{ServerConfig, serving_threads};
 pub use store::{IdempotencyConfig, StoreConfig, TrackingConfig};
 pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;

@@ -42,6 +42,23 @@ impl Default for RawServer {
     }
 }
 
+/// How many threads serve the caller listener's connections, one
+/// single-threaded runtime each: `TOKIO_WORKER_THREADS` if set to a
+/// positive number (it sizes tokio's own runtime too), else the cores this
+/// process may use. Read once. Not a config key: it is the process's shape,
+/// as tokio's variable is.
+pub fn serving_threads() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1)
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{self, ConnState, ConnTimeouts};
+use super::shards::Shards;
 use super::tls::ReloadingTls;
 
 /// How a listener serves its connections.
@@ -103,13 +104,15 @@ const EXHAUSTED_PAUSE: Duration = Duration::from_millis(50);
 /// (the socket is closed), closes idle connections at once, and returns
 /// when the busy ones have answered. `name` is the config key, for logs.
 /// With `tls`, each connection is handshaken in its own task (holding its
-/// place in the limit) before it is served.
+/// place in the limit) before it is served. With `shards`, connections are
+/// served there, else on the runtime that runs this.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     routes: Arc<Routes>,
     limits: ListenerLimits,
     tls: Option<Arc<ReloadingTls>>,
+    shards: Option<Arc<Shards>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let conns = Arc::new(Connections {
@@ -163,6 +166,7 @@ pub async fn serve(
             &conns,
             limits.timeouts,
             tls.clone(),
+            shards.as_deref(),
             permit,
         );
     }
@@ -179,13 +183,14 @@ fn spawn_connection(
     conns: &Arc<Connections>,
     timeouts: ConnTimeouts,
     tls: Option<Arc<ReloadingTls>>,
+    shards: Option<&Shards>,
     permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let state = ConnState::new();
     let id = conns.add(state.clone());
     let conns = conns.clone();
-    tokio::spawn(async move {
+    let serve = move |stream: TcpStream| async move {
         match tls {
             None => conn::serve(stream, routes, state, timeouts).await,
             Some(tls) => match tls.accept(stream).await {
@@ -197,7 +202,13 @@ fn spawn_connection(
         }
         conns.remove(id);
         drop(permit);
-    });
+    };
+    match shards {
+        Some(shards) => shards.spawn(stream, serve),
+        None => {
+            tokio::spawn(serve(stream));
+        }
+    }
 }
 
 /// File descriptors this process may open (the soft limit, raised to the

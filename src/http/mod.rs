@@ -10,5 +10,6 @@ pub mod openapi;
 pub mod router;
 pub mod routes;
 pub mod server;
+pub mod shards;
 pub mod state;
 pub mod tls;

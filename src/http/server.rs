@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use super::conn::ConnTimeouts;
 use super::listener::{self, ListenerLimits};
 use super::router;
+use super::shards::Shards;
 use super::state::{AppState, StartError};
 use super::tls::{self, ReloadingTls};
 use crate::config::Config;
@@ -113,6 +114,8 @@ impl App {
         // TLS (when configured) is handshaken in each connection's task,
         // within the listener's connection limit.
         let tls_watcher = self.tls.clone().map(|t| tokio::spawn(tls::watch(t)));
+        let shards = Arc::new(Shards::start(crate::config::serving_threads()).await?);
+        let _stop_shards = StopShards(shards.clone());
         let caller = listener::serve(
             "server.listen",
             self.listener,
@@ -122,6 +125,7 @@ impl App {
                 timeouts,
             },
             self.tls,
+            Some(shards),
             stop_rx.clone(),
         );
         let admin = listener::serve(
@@ -132,6 +136,7 @@ impl App {
                 max_connections: admin_limit,
                 timeouts,
             },
+            None,
             None,
             stop_rx,
         );
@@ -201,6 +206,17 @@ impl App {
             stop: Some(tx),
             task,
         }
+    }
+}
+
+/// Ends the serving threads when the gateway's run ends (or is dropped),
+/// after the stop records are flushed: tasks the requests left there may
+/// write them.
+struct StopShards(Arc<Shards>);
+
+impl Drop for StopShards {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

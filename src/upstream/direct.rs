@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::http::{Capped, read_within, tls_problem};
 use crate::config::UpstreamConfig;
 
-/// Idle connections kept per origin.
+/// Idle connections kept per origin and serving thread.
 pub const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,7 +64,30 @@ pub struct Origin {
     port: u16,
     /// `Host` header value.
     authority: HeaderValue,
-    idle: Mutex<Vec<(SendRequest<Full<Bytes>>, Instant)>>,
+    /// One pool per serving thread (see [`use_pool`]), and pool 0 for
+    /// every other thread.
+    pools: Box<[Mutex<Vec<Idle>>]>,
+}
+
+type Idle = (SendRequest<Full<Bytes>>, Instant);
+
+thread_local! {
+    /// The pool this thread's calls take connections from and give them
+    /// back to.
+    static POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread's calls use pool `i` of every origin: a thread that
+/// runs a single-threaded runtime keeps the connections it made, whose
+/// tasks run on it, and never wakes another thread for them. Pools beyond
+/// the number of threads that serve wrap round.
+pub fn use_pool(i: usize) {
+    POOL.with(|p| p.set(i));
+}
+
+/// Pools per origin: one per serving thread, and one for other threads.
+fn pool_count() -> usize {
+    crate::config::serving_threads() + 1
 }
 
 /// A prepared request target: the origin and the origin-form path.
@@ -150,7 +173,7 @@ impl DirectClient {
                     port,
                     authority: HeaderValue::try_from(authority)
                         .map_err(|_| "bad CPH URL: host".to_owned())?,
-                    idle: Mutex::default(),
+                    pools: (0..pool_count()).map(|_| Mutex::default()).collect(),
                 });
                 origins.insert(key, o.clone());
                 o
@@ -262,9 +285,15 @@ where
 }
 
 impl Origin {
+    /// This thread's pool.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        let i = POOL.with(|p| p.get()) % self.pools.len();
+        self.pools[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The newest idle connection still open and not too old.
     fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle();
         while let Some((sender, since)) = idle.pop() {
             if since.elapsed() >= IDLE_TIMEOUT {
                 // The rest are older still.
@@ -282,16 +311,19 @@ impl Origin {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle();
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
         idle.push((sender, Instant::now()));
     }
 
-    /// Idle connections (for tests).
+    /// Idle connections, in all pools (for tests).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pools
+            .iter()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
 

@@ -138,3 +138,25 @@ fn a_proxy_leaves_every_call_to_the_general_client() {
     let cfg = upstream("proxy = \"http://proxy:3128\"\n");
     assert!(DirectClient::new(&cfg).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn each_serving_thread_keeps_its_own_connections() {
+    let (url, accepted) = server(r#"{"jobs":[]}"#, false).await;
+    let client = client();
+    let target = client.target(&url).unwrap();
+    // This test's thread stands for two serving threads in turn.
+    post(&client, &target, 1024).await.unwrap();
+    use_pool(1);
+    post(&client, &target, 1024).await.unwrap();
+    post(&client, &target, 1024).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "pool 1 made its own");
+    use_pool(0);
+    post(&client, &target, 1024).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "pool 0 kept its own");
+    assert_eq!(target.origin.idle_count(), 2);
+    // A pool beyond the count wraps round to one that exists.
+    use_pool(pool_count());
+    post(&client, &target, 1024).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    use_pool(0);
+}
