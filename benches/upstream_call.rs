@@ -4,6 +4,9 @@
 //! configured) and on the general reqwest client (what it used before, and
 //! still uses behind a proxy). Both sign the call the same way (AK/SK) and
 //! read the same answer; the simulator's own work is in both figures.
+//! `batch_stop_1_direct_serving_thread` is the direct client as a serving
+//! thread uses it: the call, its connection and the connection's task on
+//! one single-threaded runtime, with that thread's own pool.
 //!
 //! Run: `cargo bench --bench upstream_call -- --warm-up-time 1 --measurement-time 3`.
 
@@ -65,6 +68,11 @@ fn upstream_call_benches(c: &mut Criterion) {
         ("batch_stop_1_direct", client(direct)),
         ("batch_stop_1_reqwest", client(None)),
     ];
+    let serving = client(DirectClient::new(&cfg).unwrap());
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let project = Project {
         id: ProjectId::parse(PROJECT).unwrap(),
         region: Region::parse("cn-east-3").unwrap(),
@@ -83,6 +91,11 @@ fn upstream_call_benches(c: &mut Criterion) {
         assert!(matches!(call(), CallOutcome::Jobs { .. }), "{name}");
         g.bench_function(*name, |b| b.iter(call));
     }
+    cph_gateway::upstream::direct::use_pool(1);
+    let call = || local.block_on(serving.batch_stop(&project, &auth, "bench", black_box(&ids)));
+    assert!(matches!(call(), CallOutcome::Jobs { .. }), "serving thread");
+    g.bench_function("batch_stop_1_direct_serving_thread", |b| b.iter(call));
+    cph_gateway::upstream::direct::use_pool(0);
     g.finish();
     drop(sim);
 }
