@@ -3,7 +3,9 @@
 //! for a new one, and when every connection has a request in progress new
 //! ones wait in the listen backlog. Running out of file descriptors backs
 //! off instead of spinning. On shutdown the socket is closed, idle
-//! connections close at once and busy ones after their answer.
+//! connections close at once and busy ones after their answer. The loop
+//! runs on the main runtime; the caller listener's connections are served
+//! on the serving threads (`shards`), the admin listener's where it runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -188,8 +190,13 @@ fn spawn_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let state = ConnState::new();
-    let id = conns.add(state.clone());
-    let conns = conns.clone();
+    let registered = Registered {
+        id: conns.add(state.clone()),
+        conns: conns.clone(),
+    };
+    // Whether it is served or dropped unserved (the socket could not move
+    // to its serving thread, or that thread stopped), the connection leaves
+    // the registry and gives its slot back.
     let serve = move |stream: TcpStream| async move {
         match tls {
             None => conn::serve(stream, routes, state, timeouts).await,
@@ -200,7 +207,7 @@ fn spawn_connection(
                 Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
             },
         }
-        conns.remove(id);
+        drop(registered);
         drop(permit);
     };
     match shards {
@@ -208,6 +215,18 @@ fn spawn_connection(
         None => {
             tokio::spawn(serve(stream));
         }
+    }
+}
+
+/// A connection in its listener's registry until this is dropped.
+struct Registered {
+    id: u64,
+    conns: Arc<Connections>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns.remove(self.id);
     }
 }
 
