@@ -73,9 +73,13 @@ enum Job {
 pub(super) struct RecordWriter {
     tx: mpsc::UnboundedSender<Job>,
     /// The queue's end, until the writer task takes it (on first use: the
-    /// writer is built outside a runtime).
+    /// writer may be built outside a runtime).
     rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
     started: Once,
+    /// The runtime the writer was built on (the main one, when the gateway
+    /// builds it), which the writer task runs on: not a serving thread,
+    /// whose connections its batches would hold up.
+    runtime: Option<tokio::runtime::Handle>,
     queued: Arc<AtomicUsize>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -88,6 +92,7 @@ impl RecordWriter {
             tx,
             rx: Mutex::new(Some(rx)),
             started: Once::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             queued: Arc::new(AtomicUsize::new(0)),
             store,
             metrics,
@@ -119,12 +124,16 @@ impl RecordWriter {
     fn send(&self, job: Job) {
         self.started.call_once(|| {
             if let Some(rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                tokio::spawn(write_loop(
+                let writer = write_loop(
                     rx,
                     self.queued.clone(),
                     self.store.clone(),
                     self.metrics.clone(),
-                ));
+                );
+                match &self.runtime {
+                    Some(runtime) => drop(runtime.spawn(writer)),
+                    None => drop(tokio::spawn(writer)),
+                }
             }
         });
         let _ = self.tx.send(job);
