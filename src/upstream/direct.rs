@@ -5,8 +5,9 @@
 //! a proxy is configured) costs on each call what this path does once:
 //! parsing the URL again in its redirect layer, its retry and timeout
 //! layers, the legacy pool's bookkeeping. Here each origin keeps its own
-//! idle connections (newest first, at most [`MAX_IDLE`], none older than
-//! [`IDLE_TIMEOUT`]), and a call takes one, or connects (TCP, Nagle off,
+//! idle connections, a pool for each serving thread (newest first, at most
+//! [`MAX_IDLE`] each, none older than [`IDLE_TIMEOUT`]), and a call takes
+//! one from its thread's pool, or connects (TCP, Nagle off,
 //! keep-alive; TLS with the built-in roots plus `upstream.ca_file`, HTTP/1.1
 //! offered by ALPN). A pooled connection that turns out to be closed before
 //! the request was written gives the request back, and it goes on another
