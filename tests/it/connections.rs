@@ -2,6 +2,7 @@
 //! connections that send nothing, trickled bodies, idle keep-alives, and
 //! thousands of them against a gateway with few file descriptors. Each is
 //! closed in bounded time, and well-behaved clients keep being served.
+//! Also where connections are served: the serving threads.
 
 use std::time::{Duration, Instant};
 
@@ -286,4 +287,45 @@ async fn eight_thousand_idle_connections_do_not_lock_out_good_clients() {
     );
     assert!(fds <= 1024);
     drop((caller, admin));
+}
+
+/// The real binary serves caller connections on `TOKIO_WORKER_THREADS`
+/// serving threads, and connections spread over them all answer.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_connections_are_served_on_the_serving_threads() {
+    let sim = Sim::start(SimOptions::default()).await.expect("simulator");
+    let gw = GatewayProcess::start_against(&sim, &[("TOKIO_WORKER_THREADS", "3")]).await;
+    let mut serving: Vec<String> = gw
+        .thread_names()
+        .into_iter()
+        .filter(|n| n.starts_with("cphgw-serve-"))
+        .collect();
+    serving.sort();
+    assert_eq!(
+        serving,
+        ["cphgw-serve-0", "cphgw-serve-1", "cphgw-serve-2"],
+        "threads: {:?}",
+        gw.thread_names()
+    );
+    // Six callers, each on a connection of its own, all at once.
+    let stops = (0..6u32).map(|i| {
+        let url = format!("{}{STOP}", gw.url);
+        async move {
+            let resp = crate::helpers::client()
+                .post(url)
+                .bearer_auth(caller_token(TENANT_A))
+                .json(&json!({ "phone_ids": [cph_sim::phone_id(PROJECT_A, 20 + i)] }))
+                .send()
+                .await
+                .expect("answered");
+            let status = resp.status();
+            let body: Value = resp.json().await.expect("JSON");
+            (status, body)
+        }
+    });
+    for (status, body) in futures_util::future::join_all(stops).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["jobs"].as_array().map(Vec::len), Some(1), "{body}");
+    }
 }

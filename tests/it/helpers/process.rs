@@ -121,6 +121,17 @@ impl GatewayProcess {
             .unwrap_or(0)
     }
 
+    /// The names of the process's threads (Linux: `/proc/PID/task/*/comm`).
+    pub fn thread_names(&self) -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_owned())
+            .collect()
+    }
+
     /// The tenants file the process serves.
     pub fn tenants_file(&self) -> PathBuf {
         self.dir.path().join("tenants.toml")
