@@ -111,11 +111,11 @@ impl App {
                 "server.max_connections is more than the file descriptor limit allows; serving fewer connections per listener"
             );
         }
+        let shards = Arc::new(Shards::start(crate::config::serving_threads()).await?);
+        let _stop_shards = StopShards(shards.clone());
         // TLS (when configured) is handshaken in each connection's task,
         // within the listener's connection limit.
         let tls_watcher = self.tls.clone().map(|t| tokio::spawn(tls::watch(t)));
-        let shards = Arc::new(Shards::start(crate::config::serving_threads()).await?);
-        let _stop_shards = StopShards(shards.clone());
         let caller = listener::serve(
             "server.listen",
             self.listener,
