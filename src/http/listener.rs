@@ -8,6 +8,7 @@
 //! on the serving threads (`shards`), the admin listener's where it runs.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -230,6 +231,28 @@ impl Drop for Registered {
     }
 }
 
+/// Binds a listening socket whose backlog holds `backlog` connections
+/// waiting to be accepted (the kernel caps it at `net.core.somaxconn`).
+/// The standard library's and tokio's `bind` ask for 128: a burst of more
+/// new connections than that at once (clients reconnecting together, or a
+/// flood being evicted) had the kernel drop the rest's SYNs, and each of
+/// those clients waited a second or more to send its SYN again.
+pub fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std and tokio do: a restarted gateway can bind its port again at
+    // once, with the previous process's connections still closing.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.clamp(128, MAX_BACKLOG) as i32)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The largest backlog asked for (Linux's own ceiling for `somaxconn`).
+const MAX_BACKLOG: usize = 65_535;
+
 /// File descriptors this process may open (the soft limit, raised to the
 /// hard limit first), if the platform says.
 pub fn fd_limit() -> Option<u64> {
@@ -300,5 +323,41 @@ mod tests {
         assert_eq!(split_connections(100, Some(1024)), (100, 100));
         let (caller, admin) = split_connections(4096, Some(10));
         assert!(caller >= 16 && admin >= 16);
+    }
+
+    /// Connections made at once, none accepted yet, all wait in the
+    /// backlog: none has to send its SYN again (a second later) for want of
+    /// room. With the 128 of std's and tokio's `bind`, most would.
+    #[tokio::test]
+    async fn the_backlog_holds_a_burst_of_connections() {
+        const BURST: usize = 300;
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Non-blocking connects: the kernel completes each handshake from
+        // the backlog, without the listener accepting.
+        let clients: Vec<socket2::Socket> = (0..BURST)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr.into());
+                s
+            })
+            .collect();
+        // Well before a dropped SYN's first retry (one second).
+        let window = tokio::time::sleep(Duration::from_millis(600));
+        tokio::pin!(window);
+        let mut accepted = 0;
+        while accepted < BURST {
+            tokio::select! {
+                _ = &mut window => break,
+                a = listener.accept() => {
+                    a.unwrap();
+                    accepted += 1;
+                }
+            }
+        }
+        assert_eq!(accepted, BURST, "connections left out of the backlog");
+        drop(clients);
     }
 }

@@ -36,27 +36,26 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
         let listen = config.server.listen;
         let admin_listen = config.server.admin_listen;
+        // Connections beyond the limit wait in the backlog (CONTRACT.md):
+        // it holds as many.
+        let backlog = config.server.max_connections;
         let tls = match config.server.tls.clone() {
             Some(files) => Some(Arc::new(ReloadingTls::load(files)?)),
             None => None,
         };
         let state = AppState::new(config)?;
         state.auth.init().await;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                key: "server.listen",
-                addr: listen,
+        let listener = listener::bind(listen, backlog).map_err(|source| StartError::Bind {
+            key: "server.listen",
+            addr: listen,
+            source,
+        })?;
+        let admin_listener =
+            listener::bind(admin_listen, backlog).map_err(|source| StartError::Bind {
+                key: "server.admin_listen",
+                addr: admin_listen,
                 source,
             })?;
-        let admin_listener =
-            TcpListener::bind(admin_listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    key: "server.admin_listen",
-                    addr: admin_listen,
-                    source,
-                })?;
         Ok(App {
             state,
             listener,
