@@ -223,6 +223,41 @@ def main():
             s.close()
         gw.close()
 
+    if attack("burst"):
+        # 4,000 connections opened at once, nothing sent, counted as the
+        # client sees them 2 s later: closed (the gateway evicted them),
+        # open, or still connecting. A connection the kernel completed with
+        # a SYN cookie but never queued counts as open here and is not in
+        # the gateway's fds.
+        faults(sim_url)
+        gw = Gateway(sim_url, fd_limit=1024)
+        socks = []
+        t0 = time.monotonic()
+        for i in range(4000):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", gw.port))
+            socks.append(s)
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - t0)))
+        seen = {"closed": 0, "open": 0, "connecting": 0}
+        for s in socks:
+            try:
+                s.getpeername()
+            except OSError:
+                seen["connecting"] += 1
+                continue
+            try:
+                seen["closed" if s.recv(1) == b"" else "open"] += 1
+            except BlockingIOError:
+                seen["open"] += 1
+            except OSError:
+                seen["closed"] += 1
+        report("4000 conns at once, 2 s later", gw,
+               f"(closed {seen['closed']}, open {seen['open']}, connecting {seen['connecting']})")
+        for s in socks:
+            s.close()
+        gw.close()
+
     if attack("oversize"):
         for what, f in (("CPH 200 of 200 MB", {"oversize_body_bytes": 200_000_000}),):
             faults(sim_url, **f)

@@ -7,7 +7,7 @@
 # Builds this tree's release binary and runs benches/hostile.py against it;
 # given an older binary (e.g. one built from an earlier commit), runs the same
 # attacks against it first, for a before/after comparison. The simulator is
-# always this tree's. ATTACKS=connections,oversize,heavy,jobs,disconnect,
+# always this tree's. ATTACKS=connections,burst,oversize,heavy,jobs,disconnect,
 # tenants,logs,sigterm picks some. Loopback only; everything it starts is
 # stopped at the end.
 set -euo pipefail
