@@ -25,7 +25,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// - `background_thread:true`, `max_background_threads:1`: one thread of
 ///   jemalloc's gives them back, not the serving threads in the middle of a
 ///   request (with the serving threads doing it at 100 ms, 10,000-id stops
-///   cost 10-25 % more CPU per id).
+///   cost about 14 % more CPU per id).
 ///
 /// Single-id stops at 64 connections, peak RSS (VmHWM): 71 MiB with
 /// jemalloc's defaults, 66-68 MiB with the 100 ms alone, 62-64 MiB with
