@@ -101,17 +101,7 @@ fn main() -> ExitCode {
 
 #[cfg(all(test, feature = "jemalloc"))]
 mod tests {
-    use tikv_jemalloc_ctl::raw;
-
-    /// A string option's value (jemalloc's own static string).
-    fn read_str(name: &[u8]) -> String {
-        // SAFETY: `name` is one of jemalloc's string options (`mallctl(3)`).
-        let value = unsafe { raw::read::<*const std::ffi::c_char>(name) }.expect("option");
-        // SAFETY: jemalloc returns a static NUL-terminated string.
-        unsafe { std::ffi::CStr::from_ptr(value) }
-            .to_string_lossy()
-            .into_owned()
-    }
+    use tikv_jemalloc_ctl::{opt, raw};
 
     #[test]
     fn jemalloc_runs_with_the_settings_of_main() {
@@ -120,10 +110,10 @@ mod tests {
         // SAFETY: jemalloc's options, of these types (`mallctl(3)`).
         let decay = unsafe { raw::read::<isize>(b"opt.dirty_decay_ms\0") }.expect("decay");
         assert_eq!(decay, 100);
-        let background = unsafe { raw::read::<bool>(b"opt.background_thread\0") }.expect("bg");
-        assert!(background);
+        assert!(opt::background_thread::read().expect("background_thread"));
         let threads = unsafe { raw::read::<usize>(b"opt.max_background_threads\0") }.expect("max");
         assert_eq!(threads, 1);
-        assert_eq!(read_str(b"opt.percpu_arena\0"), "percpu");
+        let percpu = unsafe { raw::read_str(b"opt.percpu_arena\0") }.expect("percpu_arena");
+        assert_eq!(percpu, b"percpu\0"); // `read_str` keeps the terminator
     }
 }
