@@ -234,7 +234,9 @@ impl Fanout {
             };
         }
         let mut upstream_request_ids = first.upstream_request_ids;
-        let (parts, calls) = split(
+        // Boxed, as splits are rare: inline, the split's calls would make
+        // every batch's future larger.
+        let (parts, calls) = Box::pin(split(
             call.ids.len(),
             first.outcome,
             call.deadline,
@@ -247,7 +249,7 @@ impl Fanout {
                 };
                 async move { self.run_batch(&part).await }
             },
-        )
+        ))
         .await;
         tracing::info!(
             ids = call.ids.len(),

@@ -191,7 +191,9 @@ impl CphClient {
         let started = Instant::now();
         let outcome = match (&self.direct, &target.direct) {
             (Some(client), Some(direct)) => self.stop_direct(client, direct, call, body).await,
-            _ => self.stop_pooled(call, body).await,
+            // Boxed: only calls through a proxy take reqwest's path, and its
+            // future would otherwise add to every call's.
+            _ => Box::pin(self.stop_pooled(call, body)).await,
         };
         let elapsed = started.elapsed();
         self.metrics.upstream(outcome.label(), elapsed);

@@ -205,7 +205,9 @@ impl DirectClient {
         loop {
             let (mut sender, pooled) = match target.origin.take() {
                 Some(s) => (s, true),
-                None => (self.connect(&target.origin).await?, false),
+                // Boxed: connecting (TCP, TLS) is the rare path, and its
+                // future would otherwise be most of every call's.
+                None => (Box::pin(self.connect(&target.origin)).await?, false),
             };
             if sender.ready().await.is_err() {
                 if pooled {

@@ -199,10 +199,14 @@ impl IamProvider {
                 reason: format!("{reason} (next attempt in {} ms)", left.as_millis()),
             });
         }
-        self.cache
-            .try_get_with(key, async { self.fetch(project).await.map(Arc::new) })
-            .await
-            .map_err(|e| (*e).clone())
+        // Boxed: a fetch is the rare path, and its future (an HTTP call)
+        // would otherwise be most of every upstream call's.
+        Box::pin(
+            self.cache
+                .try_get_with(key, async { self.fetch(project).await.map(Arc::new) }),
+        )
+        .await
+        .map_err(|e| (*e).clone())
     }
 
     /// Drops `stale` after CPH rejected it, unless it was already replaced.
