@@ -92,7 +92,7 @@ pub async fn stop_default(
         started,
         path_project: None,
     };
-    stop(&app, call, caller, &headers, body).await
+    at_most::<4096, _>(stop(&app, call, caller, &headers, body)).await
 }
 
 /// Stops phones in one of the tenant's projects (drop-in for the CPH URL).
@@ -124,7 +124,7 @@ pub async fn stop_in_project(
         started,
         path_project: Some(project_id),
     };
-    stop(&app, call, caller, &headers, body).await
+    at_most::<4096, _>(stop(&app, call, caller, &headers, body)).await
 }
 
 /// What a stop request is, besides its body.
@@ -210,7 +210,7 @@ async fn stop(
     // function's own future.
     let runner = app.clone();
     let detached = DetachOnDrop::new(
-        async move { runner.stops.execute(stop).await },
+        at_most::<6144, _>(async move { runner.stops.execute(stop).await }),
         move |answer: Result<StopAnswer, ApiError>, log| {
             let status = match &answer {
                 Ok(a) => a.status,
@@ -228,6 +228,21 @@ async fn stop(
     );
     let answer = detached.await?;
     Ok(answered(app, &project, answer, wait).await)
+}
+
+/// `fut`, checked when compiled to take at most `MAX` bytes. A future is
+/// copied whole wherever it moves (into its box, into the future that
+/// awaits it), so a large one costs every request: rare paths inside a stop
+/// (following jobs, connecting, an IAM fetch, a split) are boxed where
+/// they run instead. The bounds leave room for the compiler's layout.
+fn at_most<const MAX: usize, F: Future>(fut: F) -> F {
+    const {
+        assert!(
+            std::mem::size_of::<F>() <= MAX,
+            "a stop's future grew past its bound: box the rare path that grew it"
+        );
+    }
+    fut
 }
 
 /// A future polled where it is awaited that, if dropped before it ends
