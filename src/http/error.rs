@@ -17,9 +17,11 @@ tokio::task_local! {
     static REQUEST_ID: RequestId;
 }
 
-/// Runs `fut` with `id` as the request id that errors render.
-pub async fn scope_request_id<F: Future>(id: RequestId, fut: F) -> F::Output {
-    REQUEST_ID.scope(id, fut).await
+/// Runs `fut` with `id` as the request id that errors render. (Not an
+/// `async fn`: one would hold `fut` twice, as its argument and as what it
+/// awaits, doubling the request's future.)
+pub fn scope_request_id<F: Future>(id: RequestId, fut: F) -> impl Future<Output = F::Output> {
+    REQUEST_ID.scope(id, fut)
 }
 
 /// The request id of the request being served, if any.

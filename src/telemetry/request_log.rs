@@ -53,9 +53,11 @@ tokio::task_local! {
     static CURRENT: Arc<RequestLog>;
 }
 
-/// Runs `fut` with `log` as its request's log (see [`note`]).
-pub async fn scope<F: Future>(log: Arc<RequestLog>, fut: F) -> F::Output {
-    CURRENT.scope(log, fut).await
+/// Runs `fut` with `log` as its request's log (see [`note`]). (Not an
+/// `async fn`: one would hold `fut` twice, as its argument and as what it
+/// awaits, doubling the request's future.)
+pub fn scope<F: Future>(log: Arc<RequestLog>, fut: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(log, fut)
 }
 
 /// The current request's log, if the code runs for a request.
