@@ -63,8 +63,9 @@ pub async fn request_context(State(ctx): State<Context>, req: Request, next: Nex
 ///
 /// The request is read and the handler's future made before the returned
 /// future starts, so that the request is held once, inside the handler's
-/// future (an `async fn` would also hold it as its argument: the future
-/// boxed for each request was 2.5 KB, half of it copies).
+/// future. (As an `async fn` this held the request and the futures it
+/// wraps also as its arguments: the future hyper boxes for each request
+/// was 2,760 bytes, 1,144 now.)
 pub fn in_context<'a, F, Fut>(
     ctx: &'a Context,
     matched: Option<&str>,
