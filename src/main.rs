@@ -111,7 +111,7 @@ mod tests {
         let decay = unsafe { raw::read::<isize>(b"opt.dirty_decay_ms\0") }.expect("decay");
         assert_eq!(decay, 100);
         assert!(opt::background_thread::read().expect("background_thread"));
-        let threads = unsafe { raw::read::<usize>(b"opt.max_background_threads\0") }.expect("max");
+        let threads = tikv_jemalloc_ctl::max_background_threads::read().expect("max");
         assert_eq!(threads, 1);
         let percpu = unsafe { raw::read_str(b"opt.percpu_arena\0") }.expect("percpu_arena");
         assert_eq!(percpu, b"percpu\0"); // `read_str` keeps the terminator
